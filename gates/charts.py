@@ -1,0 +1,75 @@
+"""PNG charts of a gate session: regression changes against their thresholds, and
+physics values against their ceilings. matplotlib is imported here only."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gates.model import Outcome
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+COLOURS = {"pass": "#4c9a2a", "improved": "#1f77b4", "no_baseline": "#9e9e9e",
+           "fail": "#d62728", "error": "#8c1c13"}
+
+
+def _figure(height: float) -> tuple[Figure, Axes]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8.5, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def change_chart(outcomes: list[Outcome], path: Path) -> Path | None:
+    """One bar per regression gate: change in % (positive = worse) against its limit."""
+    gates = [o for o in outcomes if o.kind == "regression" and o.change_pct is not None
+             and math.isfinite(o.change_pct)]
+    if not gates:
+        return None
+    fig, ax = _figure(1.2 + 0.32 * len(gates))
+    worse = [o.change_pct if (o.evidence.get("direction", "lower") == "lower") else
+             -o.change_pct for o in gates if o.change_pct is not None]
+    labels = [o.metric for o in gates]
+    ys = range(len(gates))
+    ax.barh(ys, worse, color=[COLOURS.get(str(o.status), "#555") for o in gates])
+    for y, o in zip(ys, gates, strict=True):
+        if o.threshold is not None:
+            ax.plot([o.threshold, o.threshold], [y - 0.4, y + 0.4], color="black", lw=1.5)
+    ax.axvline(0, color="#444", lw=0.8)
+    ax.set_yticks(list(ys), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("change against the champion, % (positive = worse; black tick = allowed)",
+                  fontsize=9)
+    ax.set_title("Regression gates: change against threshold")
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def physics_chart(outcomes: list[Outcome], path: Path) -> Path | None:
+    """Each physics ceiling: the value as a share of its ceiling, labelled with both."""
+    gates = [o for o in outcomes if o.kind == "physics" and o.id.endswith("/ceiling")
+             and o.current is not None and o.threshold]
+    if not gates:
+        return None
+    fig, ax = _figure(1.4 + 0.45 * len(gates))
+    shares = [100.0 * (o.current or 0.0) / (o.threshold or 1.0) for o in gates]
+    shown = [min(s, 150.0) if math.isfinite(s) else 150.0 for s in shares]
+    ys = range(len(gates))
+    ax.barh(ys, shown, color=[COLOURS.get(str(o.status), "#555") for o in gates])
+    ax.axvline(100, color="black", lw=1.5, ls="--", label="ceiling")
+    for y, o, s in zip(ys, gates, shown, strict=True):
+        ax.text(s + 1, y, f"{o.current:.3g} / {o.threshold:g}", va="center", fontsize=8)
+    ax.set_yticks(list(ys), [o.metric for o in gates])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 175)
+    ax.set_xlabel("value as % of its ceiling (value / ceiling shown at bar end)")
+    ax.set_title("Physics gates: values against ceilings")
+    ax.legend(loc="lower right")
+    fig.savefig(path, dpi=110)
+    return path

@@ -1,0 +1,204 @@
+"""From settings to a planned gate session: load the evaluation, the champion and the
+policy, and compute every built-in gate's outcome up front.
+
+Planning everything at the start keeps each gate check a lookup (cheap, identical on every
+xdist worker) and lets the promotion gate see every regression and physics outcome, even
+when those run on another worker or are deselected.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gates import logic
+from gates.errors import GateInputError
+from gates.model import Champion, Evaluation, Kind, Outcome
+from gates.policy import Policy
+from gates.reports import load_evaluation
+from gates.runinfo import load_run_info
+from gates.store import BaselineStore
+
+SAMPLE_DIR = Path(__file__).parent / "sample"
+SAMPLE_REPORT = SAMPLE_DIR / "burgers1d_eval.json"
+SAMPLE_OUT = "gates-report"
+
+
+@dataclass
+class Settings:
+    """Everything a gate session is told, from the command line or ini options."""
+
+    eval: Path | None = None
+    eval_row: str | None = None
+    baselines: Path = Path("baselines")
+    suite: str | None = None
+    promote: bool = False
+    strict: bool = False
+    gates_out: Path | None = None
+    wandb: str = "offline"
+    wandb_info: Path | None = None
+    arrays: Path | None = None
+    training_log: Path | None = None
+    leaderboard: Path | None = None
+    dask_scheduler: str | None = None
+    workdir: Path = field(default_factory=Path.cwd)
+
+    def resolve(self, path: Path | None) -> Path | None:
+        return None if path is None else (self.workdir / path).resolve()
+
+
+@dataclass
+class GateContext:
+    """The loaded inputs of one session and its planned built-in outcomes."""
+
+    settings: Settings
+    evaluation: Evaluation
+    store: BaselineStore
+    suite: str
+    policy: Policy
+    champion: Champion | None
+    out_dir: Path
+    run_info: dict[str, Any] = field(default_factory=dict)
+    regression: list[Outcome] = field(default_factory=list)
+    physics: list[Outcome] = field(default_factory=list)
+    promotion: list[Outcome] = field(default_factory=list)
+
+    @property
+    def planned(self) -> list[Outcome]:
+        return [*self.regression, *self.physics, *self.promotion]
+
+    def header(self) -> list[str]:
+        ev = self.evaluation
+        where = "the bundled sample (a real Burgers 1D run shipped with the package)" \
+            if ev.bundled else str(ev.path)
+        row = f" row {ev.run_id}" if ev.format == "leaderboard" else ""
+        champ = f"champion v{self.champion.version}" if self.champion else \
+            "no champion yet (first run: gates report no_baseline)"
+        return [
+            f"gates: evaluation {where}{row} ({ev.format}, {len(ev.metrics)} metrics)",
+            f"gates: suite {self.suite} in {self.store.root}, {champ}",
+            f"gates: policy {self.policy.path or 'defaults (no policy.toml)'}, "
+            f"rule {self.policy.rule}",
+        ]
+
+
+def load_context(settings: Settings,
+                 progress: Callable[[int, int], None] | None = None) -> GateContext:
+    bundled = settings.eval is None
+    report = SAMPLE_REPORT if bundled else settings.resolve(settings.eval)
+    assert report is not None
+    evaluation = load_evaluation(report, row=settings.eval_row)
+    evaluation.bundled = bundled
+    root = settings.resolve(settings.baselines)
+    assert root is not None
+    store = BaselineStore(root)
+    suite = _choose_suite(settings, store, evaluation)
+    policy = store.policy(suite)
+    champion = store.champion(suite)
+    if settings.arrays is not None:
+        _add_field_metrics(evaluation, settings, policy, progress)
+    if settings.gates_out is not None:
+        out_dir = settings.resolve(settings.gates_out)
+    elif bundled:
+        out_dir = settings.workdir / SAMPLE_OUT
+    else:
+        out_dir = report.parent
+    assert out_dir is not None
+    run_info = load_run_info(settings.resolve(settings.wandb_info))
+    ctx = GateContext(settings, evaluation, store, suite, policy, champion, out_dir, run_info)
+    plan(ctx)
+    return ctx
+
+
+def _choose_suite(settings: Settings, store: BaselineStore, evaluation: Evaluation) -> str:
+    known = store.suites()
+    named = settings.suite or evaluation.extra.get("suite")
+    if named is not None:
+        name = str(named)
+        store.suite_dir(name)  # validates the name
+        if known and name not in known and not settings.promote:
+            raise GateInputError(store.root, f"unknown suite {name!r} (the store holds: "
+                                             f"{', '.join(known)}); pass --promote to start "
+                                             "a new suite")
+        return name
+    if len(known) == 1:
+        return known[0]
+    if not known:
+        raise GateInputError(store.root, "the store is empty and the report names no suite: "
+                                         "give --suite NAME")
+    raise GateInputError(store.root, f"the store holds several suites ({', '.join(known)}): "
+                                     "choose one with --suite")
+
+
+def _add_field_metrics(evaluation: Evaluation, settings: Settings, policy: Policy,
+                       progress: Callable[[int, int], None] | None) -> None:
+    from gates.fields import FieldLayout, compute_field_metrics
+
+    source = settings.resolve(settings.arrays)
+    assert source is not None
+    layout = FieldLayout.from_policy(policy.fields, policy.path or "policy defaults")
+    vectors = compute_field_metrics(source, layout, progress=progress,
+                                    dask_scheduler=settings.dask_scheduler)
+    n_report = next(iter(evaluation.samples.values())).shape[0] if evaluation.samples else None
+    for name, vector in vectors.items():
+        key = f"field/{name}"
+        if n_report is not None and vector.shape[0] != n_report:
+            raise GateInputError(source, f"arrays hold {vector.shape[0]} samples, the "
+                                         f"per-sample sidecar {n_report}")
+        evaluation.samples[key] = vector
+        evaluation.metrics[key] = float(vector.mean())
+
+
+def plan(ctx: GateContext) -> None:
+    """Compute every built-in outcome for this evaluation, champion and policy."""
+    ev, champ, policy, strict = ctx.evaluation, ctx.champion, ctx.policy, ctx.settings.strict
+    base = champ.metrics if champ else {}
+    names = set(base) | {m for m in ev.metrics if policy.direction(m)}
+    names -= policy.ignore
+    for metric in sorted(names):
+        if metric not in ev.metrics and metric in policy.optional:
+            continue
+        ctx.regression.append(regression_outcome(ctx, metric))
+    for metric, limit in sorted(policy.ceilings.items()):
+        if metric in policy.ignore or (metric not in ev.metrics and metric in policy.optional):
+            continue
+        ctx.physics.append(logic.ceiling(metric, ev.metrics.get(metric), limit))
+    for metric, factor in sorted(policy.spike_factors.items()):
+        if metric in policy.ignore or (metric not in ev.metrics and metric in policy.optional):
+            continue
+        ctx.physics.append(logic.spike(metric, ev.metrics.get(metric), base.get(metric),
+                                       factor, policy, strict=strict))
+    ctx.promotion.append(logic.promotion(ev.metrics, base if champ else None,
+                                         [*ctx.regression, *ctx.physics], policy,
+                                         strict=strict))
+
+
+def regression_outcome(ctx: GateContext, metric: str) -> Outcome:
+    ev, champ, policy = ctx.evaluation, ctx.champion, ctx.policy
+    current = ev.metrics.get(metric)
+    baseline = champ.metrics.get(metric) if champ else None
+    if policy.direction(metric) is None and current is not None and baseline is not None:
+        return Outcome(logic.gate_id(Kind.REGRESSION, metric), Kind.REGRESSION, metric,
+                       logic.Status.PASS if math.isfinite(current) else logic.Status.FAIL,
+                       current, baseline, None, None,
+                       f"{metric} present; direction unknown, not compared (declare it in "
+                       "the policy's higher_is_better or lower_is_better)")
+    evidence, regressed = noise_evidence(ctx, metric, current, baseline)
+    return logic.regression(metric, current, baseline, policy, strict=ctx.settings.strict,
+                            evidence=evidence, regressed=regressed)
+
+
+def noise_evidence(ctx: GateContext, metric: str, current: float | None,
+                   baseline: float | None) -> tuple[dict[str, Any], bool | None]:
+    """Hook for noise-aware verdicts; the threshold rule needs no evidence."""
+    return {}, None
+
+
+def wandb_mode(option: str | None) -> str:
+    """``--wandb`` if given, else ``WANDB_MODE``, else offline; W&B's own words accepted."""
+    mode = (option or os.environ.get("WANDB_MODE") or "offline").lower()
+    return {"disabled": "off", "dryrun": "offline", "run": "online"}.get(mode, mode)

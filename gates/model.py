@@ -1,0 +1,126 @@
+"""The records that flow through the suite: an evaluation, a champion, one outcome per gate."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class Status(StrEnum):
+    PASS = "pass"
+    IMPROVED = "improved"
+    NO_BASELINE = "no_baseline"
+    FAIL = "fail"
+    ERROR = "error"
+
+
+class Kind(StrEnum):
+    REGRESSION = "regression"
+    PHYSICS = "physics"
+    PROMOTION = "promotion"
+    INPUT = "input"
+    CUSTOM = "custom"
+
+
+PASSING = frozenset({Status.PASS, Status.IMPROVED, Status.NO_BASELINE})
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One gate's verdict with its evidence; plain data so it crosses xdist workers."""
+
+    id: str
+    kind: str
+    metric: str
+    status: Status
+    current: float | None = None
+    baseline: float | None = None
+    change_pct: float | None = None
+    threshold: float | None = None
+    message: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.status in PASSING
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = str(self.status)
+        for key in ("current", "baseline", "change_pct", "threshold"):
+            data[key] = json_number(data[key])
+        data["evidence"] = {k: json_number(v) for k, v in self.evidence.items()}
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Outcome:
+        return cls(
+            id=str(data["id"]),
+            kind=str(data["kind"]),
+            metric=str(data["metric"]),
+            status=Status(data["status"]),
+            current=_opt_float(data.get("current")),
+            baseline=_opt_float(data.get("baseline")),
+            change_pct=_opt_float(data.get("change_pct")),
+            threshold=_opt_float(data.get("threshold")),
+            message=str(data.get("message", "")),
+            evidence=dict(data.get("evidence") or {}),
+        )
+
+
+def json_number(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as strings so the file stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+@dataclass
+class Evaluation:
+    """What one evaluation run produced, as read from its report and sidecars."""
+
+    path: Path | None
+    metrics: dict[str, float]
+    extra: dict[str, Any] = field(default_factory=dict)
+    samples: dict[str, np.ndarray] = field(default_factory=dict)
+    sample_ids: np.ndarray | None = None
+    samples_path: Path | None = None
+    sha256: str | None = None
+    format: str = "metric-report"
+    row: dict[str, Any] | None = None
+    bundled: bool = False
+
+    @property
+    def run_id(self) -> str | None:
+        for source in (self.row or {}, self.extra):
+            value = source.get("run_id")
+            if value:
+                return str(value)
+        return None
+
+    @property
+    def prefix(self) -> str | None:
+        return self.path.stem if self.path else None
+
+
+@dataclass
+class Champion:
+    """The baseline version the challenger is compared with."""
+
+    suite: str
+    version: int
+    metrics: dict[str, float]
+    samples: dict[str, np.ndarray] = field(default_factory=dict)
+    sample_ids: np.ndarray | None = None
+    repeats: dict[str, list[float]] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
