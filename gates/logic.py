@@ -61,11 +61,14 @@ def regression(metric: str, current: float | None, baseline: float | None, polic
         return no_baseline(gid, kind, metric, current, strict, threshold)
     direction = policy.direction(metric)
     change = relative_change(current, baseline)
-    worse = change if direction == "lower" else -change
-    delta_worse = (current - baseline) if direction == "lower" else (baseline - current)
-    by_threshold = worse > tol and delta_worse > policy.abs_tolerance
+    # Limits are computed on the baseline's scale, so a value exactly at the limit
+    # (1.1 against 1.0 at 10 %) passes: the boundary is exact, not a float accident.
+    sign = 1.0 if direction == "lower" else -1.0
+    limit = baseline + sign * max(tol * abs(baseline), policy.abs_tolerance)
+    by_threshold = sign * (current - limit) > 0
     failed = by_threshold if regressed is None else regressed
-    improved = worse < -policy.improvement and -delta_worse > policy.abs_tolerance
+    better = baseline - sign * max(policy.improvement * abs(baseline), policy.abs_tolerance)
+    improved = sign * (better - current) > 0 and not failed
     ev = {"direction": direction, **(evidence or {})}
     if failed:
         status, verb = Status.FAIL, "regressed"

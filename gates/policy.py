@@ -33,6 +33,7 @@ PHYSICS_METRICS = frozenset(
 )
 
 RULES = ("threshold", "confident", "significant")
+DEFAULT_RULE = "threshold"
 
 
 def base_name(metric: str) -> str:
@@ -52,7 +53,7 @@ class Policy:
     tolerances: Mapping[str, float] = field(default_factory=dict)
     higher_is_better: frozenset[str] = HIGHER_IS_BETTER
     lower_is_better: frozenset[str] = frozenset()
-    rule: str = "threshold"
+    rule: str = DEFAULT_RULE
     confidence: float = 0.95
     seed: int = 0
     # physics

@@ -195,3 +195,4 @@ def load_samples(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         if len(np.unique(ids)) != len(ids):
             raise GateInputError(path, f"{SAMPLE_ID_KEY} holds duplicate ids")
     return {k: v.astype(np.float64) for k, v in vectors.items()}, ids
+

@@ -230,7 +230,7 @@ class BaselineStore:
             if evaluation.sample_ids is not None:
                 arrays[SAMPLE_ID_KEY] = evaluation.sample_ids
             with open(staging / "samples.npz", "wb") as handle:
-                np.savez(handle, **arrays)  # type: ignore[arg-type]
+                np.savez(handle, allow_pickle=False, **arrays)  # fixed zip stamps: reproducible
                 handle.flush()
                 os.fsync(handle.fileno())
         for item in staging.iterdir():

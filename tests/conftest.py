@@ -1,0 +1,73 @@
+"""Shared fixtures: hermetic W&B settings, and a private copy of the bundled sample and
+baseline store for every test that gates something."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.wandb_run import hermetic_wandb_env
+
+pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "gates"
+SAMPLE = PACKAGE / "sample"
+BASELINES = ROOT / "baselines"
+
+_WANDB_HOME = tempfile.mkdtemp(prefix="gates-tests-wandb-")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # W&B reads its settings once per process, at the first wandb.init: set them first.
+    for key in [k for k in os.environ if k.startswith("WANDB_")]:
+        del os.environ[key]
+    os.environ.pop("FAST_TO_SOTA_WANDB_INFO", None)
+    os.environ.update(gates_wandb_env(Path(_WANDB_HOME)))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_WANDB_HOME, ignore_errors=True)
+
+
+def gates_wandb_env(home: Path) -> dict[str, str]:
+    """Hermetic W&B variables, without WANDB_DIR so runs land beside the gate outputs."""
+    env = hermetic_wandb_env(home)
+    del env["WANDB_DIR"]
+    return {k: v for k, v in env.items() if k.startswith("WANDB_")}
+
+
+@pytest.fixture
+def subprocess_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for a gate session in a subprocess: hermetic W&B under tmp_path."""
+    env = hermetic_wandb_env(tmp_path / "wandb-home")
+    del env["WANDB_DIR"]
+    return env
+
+
+@dataclass
+class Workspace:
+    """A private evaluation folder and baseline store, as a user would have them."""
+
+    root: Path
+    eval: Path
+    baselines: Path
+
+    def args(self, *extra: str, wandb: str = "off") -> list[str]:
+        return [str(PACKAGE), "--eval", str(self.eval), "--baselines", str(self.baselines),
+                "--wandb", wandb, "-p", "no:cacheprovider", *extra]
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    for name in ("burgers1d_eval.json", "burgers1d_eval_samples.npz"):
+        shutil.copy(SAMPLE / name, reports / name)
+    shutil.copytree(BASELINES, tmp_path / "baselines")
+    return Workspace(tmp_path, reports / "burgers1d_eval.json", tmp_path / "baselines")
