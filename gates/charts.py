@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+MAX_BARS = 40
 COLOURS = {"pass": "#4c9a2a", "improved": "#1f77b4", "no_baseline": "#9e9e9e",
            "fail": "#d62728", "error": "#8c1c13"}
 
@@ -32,6 +33,8 @@ def change_chart(outcomes: list[Outcome], path: Path) -> Path | None:
              and math.isfinite(o.change_pct)]
     if not gates:
         return None
+    if len(gates) > MAX_BARS:  # keep it legible: the failures first, then the largest changes
+        gates = sorted(gates, key=lambda o: (o.passed, -abs(o.change_pct or 0.0)))[:MAX_BARS]
     fig, ax = _figure(1.2 + 0.32 * len(gates))
     worse = [o.change_pct if (o.evidence.get("direction", "lower") == "lower") else
              -o.change_pct for o in gates if o.change_pct is not None]
@@ -46,7 +49,9 @@ def change_chart(outcomes: list[Outcome], path: Path) -> Path | None:
     ax.invert_yaxis()
     ax.set_xlabel("change against the champion, % (positive = worse; black tick = allowed)",
                   fontsize=9)
-    ax.set_title("Regression gates: change against threshold")
+    shown = f" ({len(gates)} shown: failures and largest changes first)" \
+        if len(gates) == MAX_BARS else ""
+    ax.set_title("Regression gates: change against threshold" + shown)
     fig.savefig(path, dpi=110)
     return path
 

@@ -26,7 +26,7 @@ Paired test: bootstrap of the ratio of means (expanded percentile interval)
     0.5, paired correlation 0.8) the plain percentile interval's lower bound missed 3.2 %
     of the time at n=20 for a nominal 2.5 %; expanded, 2.1 %.  Against a studentized
     bootstrap and BCa it gave the best trade of false alarms at n=20 against power at
-    n=100.  Resamples are an index matrix (chunked to ~2M indices), no Python loop per
+    n=100.  Resamples are an index matrix (in blocks of 2^18 indices), no Python loop per
     resample: n=1,000, 2,000 resamples take a few ms.  Pairs are put in a canonical order
     first, so the answer does not depend on the order the samples arrive in.
 
@@ -94,7 +94,7 @@ DEFAULT_CONFIDENCE: float = 0.95
 CONFIDENT_MARGIN: float = 0.5
 
 _EPS = 1e-9  # relative changes this small are floating-point noise, never a regression
-_CHUNK = 2_000_000  # resample indices generated per block (bounds memory for large n)
+_CHUNK = 1 << 18  # resample indices per block: bounds memory, stays in cache (faster)
 _NORMAL = NormalDist()
 _NORMAL_DF = 1e5  # beyond this many degrees of freedom t quantiles differ from normal by <3e-5
 
@@ -185,7 +185,7 @@ def paired_evidence(
     # skewed tiny sample can otherwise exclude it, which would read as nonsense.
 
     worse_boot = -boot if higher_is_better else boot
-    q = np.count_nonzero(worse_boot <= 0.0) / n_resamples
+    q = float(np.count_nonzero(worse_boot <= 0.0)) / n_resamples
     q = min(max(q, 0.5 / n_resamples), 1.0 - 0.5 / n_resamples)
     p_value = _t_cdf(_NORMAL.inv_cdf(q) * math.sqrt((n - 1) / n), n - 1)
 
@@ -247,10 +247,8 @@ def repeats_evidence(
 
     alpha = (1.0 - confidence) / 2.0
     half = _t_ppf(1.0 - alpha, df) * se / scale
-    if se > 0:
-        p_value = _t_cdf(-worse * scale / se, df)
-    else:
-        p_value = 0.0 if worse > _EPS else 1.0
+    # no spread at all: any worsening is certain, anything else is no evidence
+    p_value = _t_cdf(-worse * scale / se, df) if se > 0 else float(worse <= _EPS)
     runs = f"{k} baseline runs" + ("" if m == 1 else f" and {m} current runs")
     return _build(
         method="seed-t",
@@ -523,7 +521,9 @@ def _pair(
         extra = np.setdiff1d(cid, bid)
         parts = [f"baseline has {bid.size} samples and current {cid.size}"]
         if missing.size:
-            parts.append(f"{missing.size} baseline id(s) missing from current, e.g. {_few(missing)}")
+            parts.append(
+                f"{missing.size} baseline id(s) missing from current, e.g. {_few(missing)}"
+            )
         if extra.size:
             parts.append(f"{extra.size} current id(s) not in baseline, e.g. {_few(extra)}")
         raise SampleMismatch("; ".join(parts))
@@ -550,11 +550,12 @@ def _resample_sums(
     n = b.size
     rng = np.random.default_rng(seed)
     rows = max(1, _CHUNK // n)
+    dtype = np.uint16 if n <= 1 << 16 else np.int64  # narrower indices draw faster
     sum_b = np.empty(n_resamples)
     sum_c = np.empty(n_resamples)
     for start in range(0, n_resamples, rows):
         stop = min(start + rows, n_resamples)
-        idx = rng.integers(0, n, size=(stop - start, n))
+        idx = rng.integers(0, n, size=(stop - start, n), dtype=dtype)
         sum_b[start:stop] = np.take(b, idx).sum(axis=1)
         sum_c[start:stop] = np.take(c, idx).sum(axis=1)
     return sum_b, sum_c

@@ -173,7 +173,7 @@ class GateSession:
         recorded = [v for k, v in report.user_properties if k == PROPERTY]
         for raw in recorded:
             self.add(Outcome.from_json(json.loads(raw)))
-        if report.failed and not recorded and report.when in ("setup", "call"):
+        if self.active and report.failed and not recorded and report.when in ("setup", "call"):
             self.add(Outcome(report.nodeid, Kind.CUSTOM, report.head_line or report.nodeid,
                              Status.ERROR if report.when == "setup" else Status.FAIL,
                              message=_last_line(report.longreprtext)))

@@ -9,8 +9,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib.backends.backend_agg  # noqa: F401 - imported once here: pytester's
+import matplotlib.figure  # noqa: F401 - in-process runs then reuse them instead of
+import pandas  # noqa: F401 - importing them again in every session
 import pytest
 
+import gates.charts  # noqa: F401
+import gates.dashboards  # noqa: F401
+import gates.finish  # noqa: F401
 from tests.wandb_run import hermetic_wandb_env
 
 pytest_plugins = ["pytester"]
