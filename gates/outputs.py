@@ -58,6 +58,10 @@ def text_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str
 
 
 def terminal_lines(result: SessionResult) -> list[tuple[str, dict[str, Any]]]:
+    bad = [o for o in result.outcomes if o.kind == "input"]
+    if bad:
+        return [(f"gates: bad input: {o.message}", {"red": True, "bold": True}) for o in bad] \
+            + [(result.verdict_line(), {"red": True, "bold": True})]
     body = rows(result.outcomes)
     out: list[tuple[str, dict[str, Any]]] = []
     table = text_table(COLUMNS, body)

@@ -156,15 +156,17 @@ class GateSession:
             self.load()
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
-        if self.input_error is not None:
-            return [f"gates: bad input: {self.input_error}"]
         return self.context.header() if self.context else []
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_collection(self, session: pytest.Session) -> None:
-        if self.input_error is not None:
-            self.add(input_outcome(self.input_error))
-            pytest.exit(f"gates: bad input: {self.input_error}", returncode=1)
+    def pytest_collection(self, session: pytest.Session) -> bool | None:
+        """Bad input: collect nothing, so the session ends with the one message."""
+        if self.input_error is None:
+            return None
+        self.add(input_outcome(self.input_error))
+        session.items = []
+        session.testscollected = 0
+        return True
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Collect outcomes from reports: one path for xdist workers and serial runs."""
@@ -186,7 +188,8 @@ class GateSession:
         self.result = finish_session(self.context, list(self.outcomes.values()),
                                      self.settings, int(exitstatus),
                                      input_error=self.input_error)
-        if self.result.exit_code and not exitstatus:
+        if self.result.exit_code and exitstatus in (pytest.ExitCode.OK,
+                                                    pytest.ExitCode.NO_TESTS_COLLECTED):
             session.exitstatus = self.result.exit_code
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

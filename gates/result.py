@@ -53,6 +53,8 @@ class SessionResult:
         }
 
     def verdict_line(self) -> str:
+        if any(o.kind == "input" for o in self.outcomes):
+            return "gates: FAIL: bad input, no gate could run; the baseline store is untouched"
         counts = {k: v for k, v in self.counts().items() if v}
         parts = ", ".join(f"{v} {k}" for k, v in counts.items())
         against = f" against {self.suite} v{self.baseline_version}" \
