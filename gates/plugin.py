@@ -102,6 +102,9 @@ class GateSession:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.settings = settings_from(config)
+        if self.settings.wandb not in ("off", "offline", "online"):
+            raise pytest.UsageError(f"--wandb must be off, offline or online (or WANDB_MODE "
+                                    f"disabled/offline/online), got {self.settings.wandb!r}")
         self.context: GateContext | None = None
         self.input_error: GateInputError | None = None
         self.outcomes: dict[str, Outcome] = {}
@@ -174,7 +177,7 @@ class GateSession:
             return
         recorded = [v for k, v in report.user_properties if k == PROPERTY]
         for raw in recorded:
-            self.add(Outcome.from_json(json.loads(raw)))
+            self.add(Outcome.from_json(json.loads(str(raw))))
         if self.active and report.failed and not recorded and report.when in ("setup", "call"):
             self.add(Outcome(report.nodeid, Kind.CUSTOM, report.head_line or report.nodeid,
                              Status.ERROR if report.when == "setup" else Status.FAIL,

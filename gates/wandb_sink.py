@@ -134,11 +134,11 @@ def log_session(ctx: GateContext, result: SessionResult) -> Path | None:
             run.summary.update(result.dashboards.summary)
         regressions = regression_alert(result.outcomes)
         if regressions:
-            run.alert(title=REGRESSION_TITLE, text=regressions, level=wandb.AlertLevel.WARN,
+            run.alert(title=REGRESSION_TITLE, text=regressions, level="WARN",
                       wait_duration=ALERT_WAIT)
         violations = physics_alert(result.outcomes)
         if violations:
-            run.alert(title=PHYSICS_TITLE, text=violations, level=wandb.AlertLevel.WARN,
+            run.alert(title=PHYSICS_TITLE, text=violations, level="WARN",
                       wait_duration=ALERT_WAIT)
         if result.promoted and result.new_baseline_version is not None:
             _log_baseline(wandb, run, ctx, result.new_baseline_version)

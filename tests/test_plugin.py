@@ -111,7 +111,7 @@ def test_junit_properties_carry_gate_values(pytester: pytest.Pytester,
     pytester.runpytest(*workspace.args(f"--junitxml={xml}")).assert_outcomes(passed=14)
     case = next(c for c in ET.parse(xml).iter("testcase")
                 if c.get("name") == "test_regression[burgers1d-nrmse]")
-    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    props = {str(p.get("name")): str(p.get("value")) for p in case.iter("property")}
     assert props["gate.status"] == "improved"
     assert float(props["gate.current"]) == pytest.approx(0.0151886, rel=1e-5)
     assert float(props["gate.threshold"]) == 10.0

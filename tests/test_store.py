@@ -3,7 +3,6 @@ pointer moves, one winner among concurrent promotions, survival of a killed prom
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

@@ -153,7 +153,9 @@ def test_wandb_trouble_never_changes_a_verdict(
     else:
         mode = "off"
     # a pass must stay a pass; one case also shows a fail staying a fail
-    sessions = [("pass", {})] + ([("fail", {"nrmse": 0.03})] if case == "init-raises" else [])
+    sessions: list[tuple[str, dict[str, float]]] = [("pass", {})]
+    if case == "init-raises":
+        sessions.append(("fail", {"nrmse": 0.03}))
     for verdict, extra in sessions:
         inject(workspace, **extra)
         result = run_session(pytester, workspace, env, wandb=mode)
