@@ -138,15 +138,16 @@ def write_local(ctx: GateContext | None, result: SessionResult) -> None:
 
 def build_dashboards(ctx: GateContext, result: SessionResult) -> Any:
     """Evaluation dashboards from the sidecars; trouble there is a warning, never a verdict."""
-    try:
-        from gates.dashboards import build_dashboards as build
-    except ImportError:
-        return None
+    from gates.dashboards import build_dashboards as build
+    from gates.dashboards import discover_sidecars
+
     ev, s = ctx.evaluation, ctx.settings
+    sidecars = discover_sidecars(ev.path) if ev.path else {}
     try:
         boards = build(report_path=ev.path, metrics=ev.metrics, extra=ev.extra,
                        out_dir=result.out_dir, training_log=s.resolve(s.training_log),
-                       leaderboard=s.resolve(s.leaderboard), leaderboard_row=s.eval_row)
+                       leaderboard=s.resolve(s.leaderboard), leaderboard_row=s.eval_row,
+                       **sidecars)
     except Exception as exc:  # noqa: BLE001 - dashboards never decide a verdict
         result.notes.append(f"dashboards skipped: {type(exc).__name__}: {exc}")
         return None

@@ -188,3 +188,55 @@ def test_wandb_is_imported_only_when_logging(pytester: pytest.Pytester,
     assert (workspace.root / "imported.txt").read_text() == "False"
     run_session(pytester, workspace, env, "-p", "lazycheck", wandb="offline")
     assert (workspace.root / "imported.txt").read_text() == "True"
+
+
+def test_dashboards_are_logged_beside_the_gates(
+        pytester: pytest.Pytester, workspace: Workspace, subprocess_env: dict[str, str]
+) -> None:
+    from tests.test_dashboards import (
+        CONFIG_YAML,
+        write_leaderboard,
+        write_training_log,
+        write_ttc,
+    )
+
+    folder = workspace.eval.parent
+    steps = write_ttc(folder / "burgers1d_eval_ttc_step_logs.json")
+    (folder / "burgers1d_eval.config.yaml").write_text(CONFIG_YAML)
+    truth = write_training_log(folder / "train.jsonl")
+    records = write_leaderboard(folder / "leaderboard.csv")
+    result = run_session(pytester, workspace, subprocess_env, "--training-log",
+                         str(folder / "train.jsonl"), "--leaderboard",
+                         str(folder / "leaderboard.csv"))
+    assert result.ret == 0
+    run = the_run(folder)
+
+    stages = {r["Stage"]: r for r in run.table_rows("training_summary/stage_comparison")}
+    assert set(stages) == set(truth)
+    for stage, expected in truth.items():
+        assert stages[stage]["Final Loss"] == pytest.approx(expected.final)
+        assert stages[stage]["Best Loss"] == pytest.approx(expected.best)
+    config = {r["Parameter"]: r["Value"] for r in run.table_rows("training_summary/configuration")}
+    assert config["ttc.beam_width"] == "3"
+    summary = run.table_rows("eval_summary/full")
+    assert {r["Category"] for r in summary} >= {"Accuracy", "Physics"}
+    assert {"nrmse", "bc_violation"} <= {r["Metric"] for r in summary}
+    full = run.table_rows("leaderboard/full_table")
+    assert len(full) == len(records)
+    top = run.table_rows("leaderboard/top_5_nrmse")
+    numeric = sorted(float(r["metric:nrmse"]) for r in records
+                     if r["metric:nrmse"] not in ("", "n/a"))
+    assert [r["metric:nrmse"] for r in top] == pytest.approx(numeric[:5])
+    assert len(run.table_rows("leaderboard/entry")) == 1
+    assert isinstance(run.summary["leaderboard_nrmse"], float)
+    assert run.summary["leaderboard_run_id"].startswith("run-")
+    assert run.summary["ttc/summary"]["_type"] == "image-file"
+    assert "ttc/reward_curve" in run.charts
+    curve = run.table_rows("ttc/reward_curve")
+    assert len(curve) == 2 * len(steps)  # chosen and mean, one point per step each
+    png = folder / "burgers1d_eval_ttc_summary.png"
+    assert png.stat().st_size > 10_000
+    markdown = (folder / "gates.md").read_text()
+    for key in ("ttc/summary", "training_summary/stage_comparison", "leaderboard/top_5_nrmse",
+                "eval_summary/full", "training_summary/configuration"):
+        assert key in markdown
