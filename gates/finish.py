@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gates.charts import ChartWorker
 from gates.context import GateContext, Settings
 from gates.errors import GateInputError, PromotionConflict
 from gates.model import Kind, Outcome
@@ -25,8 +26,8 @@ def order(outcomes: list[Outcome], ctx: GateContext | None) -> list[Outcome]:
 
 
 def finish_session(ctx: GateContext | None, outcomes: list[Outcome], settings: Settings,
-                   exitstatus: int, *, input_error: GateInputError | None = None
-                   ) -> SessionResult:
+                   exitstatus: int, *, input_error: GateInputError | None = None,
+                   charts: ChartWorker | None = None) -> SessionResult:
     outcomes = order(outcomes, ctx)
     notes: list[str] = []
     ok = bool(outcomes) and all(o.passed for o in outcomes) and exitstatus == 0
@@ -44,7 +45,7 @@ def finish_session(ctx: GateContext | None, outcomes: list[Outcome], settings: S
     )
     if settings.promote and ctx is not None:
         promote(ctx, result)
-    write_local(ctx, result)
+    write_local(ctx, result, charts)
     if ctx is not None and input_error is None:
         log_wandb(ctx, result)
     return result
@@ -122,16 +123,17 @@ def _git_commit(where: Path) -> str | None:
     return done.stdout.strip() or None if done.returncode == 0 else None
 
 
-def write_local(ctx: GateContext | None, result: SessionResult) -> None:
-    from gates import charts, outputs
+def write_local(ctx: GateContext | None, result: SessionResult,
+                charts: ChartWorker | None = None) -> None:
+    from gates import outputs
 
     out = result.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    pictures = [p for p in (charts.change_chart(result.outcomes, out / "gates_change.png"),
-                            charts.physics_chart(result.outcomes, out / "gates_physics.png"))
-                if p is not None]
+    worker = charts or ChartWorker(fork=False)
+    worker.submit(result.outcomes, out)  # drawn meanwhile, when a child was forked
     if ctx is not None:
         result.dashboards = build_dashboards(ctx, result)
+    pictures = worker.collect()
     result.files = [outputs.write_json(result, out / "gates.json"), *pictures]
     result.files.append(outputs.write_markdown(result, out / "gates.md", pictures))
 

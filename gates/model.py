@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -51,12 +51,13 @@ class Outcome:
         return self.status in PASSING
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["status"] = str(self.status)
-        for key in ("current", "baseline", "change_pct", "threshold"):
-            data[key] = json_number(data[key])
-        data["evidence"] = {k: json_number(v) for k, v in self.evidence.items()}
-        return data
+        return {
+            "id": self.id, "kind": str(self.kind), "metric": self.metric,
+            "status": str(self.status), "current": json_number(self.current),
+            "baseline": json_number(self.baseline), "change_pct": json_number(self.change_pct),
+            "threshold": json_number(self.threshold), "message": self.message,
+            "evidence": {k: json_number(v) for k, v in self.evidence.items()},
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Outcome:

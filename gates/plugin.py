@@ -110,6 +110,7 @@ class GateSession:
         self.outcomes: dict[str, Outcome] = {}
         self.result: Any = None
         self.active = False
+        self.charts: Any = None
 
     @property
     def is_worker(self) -> bool:
@@ -157,6 +158,10 @@ class GateSession:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if self.requested():
             self.load()
+            if self.context is not None and not self.is_worker:
+                from gates.charts import ChartWorker
+
+                self.charts = ChartWorker()
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         return self.context.header() if self.context else []
@@ -190,10 +195,14 @@ class GateSession:
 
         self.result = finish_session(self.context, list(self.outcomes.values()),
                                      self.settings, int(exitstatus),
-                                     input_error=self.input_error)
+                                     input_error=self.input_error, charts=self.charts)
         if self.result.exit_code and exitstatus in (pytest.ExitCode.OK,
                                                     pytest.ExitCode.NO_TESTS_COLLECTED):
             session.exitstatus = self.result.exit_code
+
+    def pytest_unconfigure(self) -> None:
+        if self.charts is not None:
+            self.charts.close()  # a session that ended early leaves no child behind
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.result is None:

@@ -40,8 +40,6 @@ class SessionResult:
         return counts
 
     def to_json(self) -> dict[str, Any]:
-        keys = ("id", "kind", "metric", "status", "current", "baseline", "change_pct",
-                "threshold", "message", "evidence")
         return {
             "verdict": self.verdict,
             "suite": self.suite,
@@ -49,7 +47,7 @@ class SessionResult:
             "promoted": self.promoted,
             "new_baseline_version": self.new_baseline_version,
             "eval": self.eval_path,
-            "gates": [{k: o.to_json()[k] for k in keys} for o in self.outcomes],
+            "gates": [o.to_json() for o in self.outcomes],
         }
 
     def verdict_line(self) -> str:
