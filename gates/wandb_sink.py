@@ -148,13 +148,43 @@ def log_session(ctx: GateContext, result: SessionResult) -> Path | None:
     return run_dir
 
 
+def typed_table(wandb: Any, columns: list[str], rows: list[list[Any]],
+                types: list[type]) -> Any:
+    """A wandb.Table whose column types are declared, not inferred row by row.
+
+    ``wandb.Table`` checks every row's types in Python (about 0.4 ms a row: 4 s at 10,000
+    gates). Our rows have one type per column (or None) by construction, so the types
+    are declared once and the rows attached as they are; the table file is identical.
+    """
+    table = wandb.Table(columns=columns, data=[], dtype=types, optional=True)
+    table.data = rows
+    return table
+
+
+def frame_table(wandb: Any, frame: Any) -> Any:
+    """A DataFrame as a typed table: float columns as numbers, the rest as text."""
+    import pandas as pd
+
+    types: list[type] = [float if pd.api.types.is_numeric_dtype(frame[c].dtype)
+                         and not pd.api.types.is_bool_dtype(frame[c].dtype) else str
+                         for c in frame.columns]
+    rows = [[None if v is None else (float(v) if t is float else v)
+             for v, t in zip(row, types, strict=True)]
+            for row in frame.astype(object).itertuples(index=False, name=None)]
+    return typed_table(wandb, [str(c) for c in frame.columns], rows, types)
+
+
+RESULT_TYPES: list[type] = [str, str, str, float, float, float, float, str, str, str]
+
+
 def _payload(wandb: Any, result: SessionResult) -> dict[str, Any]:
     outcomes = result.outcomes
     payload: dict[str, Any] = {
-        "gates/results": wandb.Table(columns=RESULT_COLUMNS, data=results_rows(outcomes)),
-        "regression/comparison": wandb.Table(
-            columns=["Status", "Metric", "Baseline", "Current", "Change"],
-            data=comparison_rows(outcomes)),
+        "gates/results": typed_table(wandb, RESULT_COLUMNS, results_rows(outcomes),
+                                     RESULT_TYPES),
+        "regression/comparison": typed_table(
+            wandb, ["Status", "Metric", "Baseline", "Current", "Change"],
+            comparison_rows(outcomes), [str, str, float, float, str]),
     }
     physics = [[o.metric, _num(o.current)] for o in outcomes
                if o.kind == Kind.PHYSICS and o.id.endswith("/ceiling") and o.current is not None]
@@ -165,7 +195,7 @@ def _payload(wandb: Any, result: SessionResult) -> dict[str, Any]:
     boards = result.dashboards
     if boards is not None:
         for key, frame in boards.tables.items():
-            payload[key] = wandb.Table(dataframe=frame)
+            payload[key] = frame_table(wandb, frame)
         for key, image in boards.images.items():
             payload[key] = wandb.Image(str(image))
         for key, chart in boards.lines.items():

@@ -1,0 +1,98 @@
+"""On-demand benchmarks of whole gate sessions; run with
+
+    python -m pytest tests/bench_gates.py -m slow -s
+
+Each prints ratios against a reference measured in the same run, commands alternating
+(A B A B ...) so that drift of a shared machine hits both alike. Nothing here asserts a
+time: the figures are for people to read.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gates.model import Evaluation
+from gates.store import BaselineStore
+from tests.conftest import PACKAGE
+from tests.wandb_run import hermetic_wandb_env
+
+KINDS = ("mse", "mae", "rmse", "nrmse", "rel_l2")
+
+
+def synthetic(folder: Path, n: int) -> tuple[Path, Path]:
+    """A report with ``n`` horizon metrics, and a store whose champion has the same."""
+    rng = np.random.default_rng(0)
+    names = [f"{KINDS[i % 5]}@{i}" for i in range(n)]
+    base = dict(zip(names, rng.uniform(0.01, 1.0, n).tolist(), strict=True))
+    base.update(conservation_gap=0.1, bc_violation=0.01, negativity_penalty=0.0)
+    current = {k: v * 0.97 for k, v in base.items()}
+    report = folder / "eval.json"
+    report.write_text(json.dumps({"metrics": current, "extra": {"suite": "synthetic"}}))
+    store = folder / "baselines"
+    BaselineStore(store).promote("synthetic", Evaluation(None, base), expected=None,
+                                 provenance={})
+    return report, store
+
+
+def wall(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    assert done.returncode in (0, 1), done.stdout[-2000:] + done.stderr[-2000:]
+    return elapsed
+
+
+def paired(a: list[str], b: list[str], env: dict[str, str], cwd: Path, rounds: int
+           ) -> tuple[list[float], list[float]]:
+    wall(a, env, cwd), wall(b, env, cwd)  # warm-up: caches, bytecode
+    times_a, times_b = [], []
+    for _ in range(rounds):
+        times_a.append(wall(a, env, cwd))
+        times_b.append(wall(b, env, cwd))
+    return times_a, times_b
+
+
+def gates_cmd(report: Path, store: Path, wandb: str) -> list[str]:
+    return [sys.executable, "-m", "pytest", str(PACKAGE), "--eval", str(report),
+            "--baselines", str(store), "--wandb", wandb, "-q", "-p", "no:cacheprovider"]
+
+
+@pytest.mark.slow
+def test_session_at_1000_metrics_against_bare_pytest(tmp_path: Path) -> None:
+    report, store = synthetic(tmp_path, 1000)
+    gates = 1000 + 3 + 2 + 1  # regression, ceilings, spikes, promotion
+    (tmp_path / "test_bare.py").write_text(
+        "import pytest\n\n\n@pytest.mark.parametrize('i', range(%d))\n"
+        "def test_bare(i):\n    pass\n" % gates)
+    env = hermetic_wandb_env(tmp_path / "wandb-home")
+    bare = [sys.executable, "-m", "pytest", str(tmp_path / "test_bare.py"), "-q",
+            "-p", "no:cacheprovider"]
+    a, b = paired(gates_cmd(report, store, "off"), bare, env, tmp_path, rounds=5)
+    ratios = [x / y for x, y in zip(a, b, strict=True)]
+    print(f"\n{gates} gates: pytest gates/ median {statistics.median(a):.2f} s, bare pytest "
+          f"with {gates} trivial tests median {statistics.median(b):.2f} s; ratio median "
+          f"{statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f}); "
+          "target <= 1.5")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n", [100, 10_000])
+def test_wandb_offline_cost(tmp_path: Path, n: int) -> None:
+    report, store = synthetic(tmp_path, n)
+    env = hermetic_wandb_env(tmp_path / "wandb-home")
+    del env["WANDB_DIR"]
+    rounds = 5 if n <= 1000 else 3
+    a, b = paired(gates_cmd(report, store, "offline"), gates_cmd(report, store, "off"), env,
+                  tmp_path, rounds=rounds)
+    added = [x - y for x, y in zip(a, b, strict=True)]
+    print(f"\n{n} metrics: --wandb offline median {statistics.median(a):.2f} s, --wandb off "
+          f"median {statistics.median(b):.2f} s; W&B adds median {statistics.median(added):.2f}"
+          f" s (min {min(added):.2f}, max {max(added):.2f}); target <= 1.5 s at 10,000")
