@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from gates.evidence import CONFIDENT_MARGIN, DEFAULT_CONFIDENCE
 from gates.reports import load_evaluation
 from gates.store import BaselineStore
 
@@ -23,7 +24,8 @@ improvement = 0.05          # report "improved" when more than 5 % better
 abs_tolerance = 1e-12       # changes smaller than this are noise, whatever their ratio
 higher_is_better = []       # e.g. ["psnr", "pearson_r"]; error metrics are lower-is-better
 rule = "{rule}"          # threshold | confident | significant (see README)
-confidence = 0.95
+confidence = {confidence}           # two-sided level of the interval the rule reads
+margin = {margin}               # confident: the interval's bound must pass margin x tolerance
 
 [physics.ceilings]
 conservation_gap = 5.0
@@ -54,7 +56,8 @@ def write_baseline(root: Path, sample_dir: Path, rule: str) -> list[Path]:
     if suite_dir.exists():
         shutil.rmtree(suite_dir)
     suite_dir.mkdir(parents=True)
-    (suite_dir / "policy.toml").write_text(POLICY.format(rule=rule), encoding="utf-8")
+    text = POLICY.format(rule=rule, confidence=DEFAULT_CONFIDENCE, margin=CONFIDENT_MARGIN)
+    (suite_dir / "policy.toml").write_text(text, encoding="utf-8")
     report = sample_dir / "champion_eval.json"
     champion = load_evaluation(report)
     provenance = {

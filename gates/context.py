@@ -11,13 +11,16 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from gates import logic
+import numpy as np
+
+from gates import evidence, logic
 from gates.errors import GateInputError
-from gates.model import Champion, Evaluation, Kind, Outcome
+from gates.evidence import Rule
+from gates.model import Champion, Evaluation, Kind, Outcome, Status
 from gates.policy import Policy
 from gates.reports import load_evaluation
 from gates.runinfo import load_run_info
@@ -183,19 +186,62 @@ def regression_outcome(ctx: GateContext, metric: str) -> Outcome:
     baseline = champ.metrics.get(metric) if champ else None
     if policy.direction(metric) is None and current is not None and baseline is not None:
         return Outcome(logic.gate_id(Kind.REGRESSION, metric), Kind.REGRESSION, metric,
-                       logic.Status.PASS if math.isfinite(current) else logic.Status.FAIL,
+                       Status.PASS if math.isfinite(current) else Status.FAIL,
                        current, baseline, None, None,
                        f"{metric} present; direction unknown, not compared (declare it in "
                        "the policy's higher_is_better or lower_is_better)")
-    evidence, regressed = noise_evidence(ctx, metric, current, baseline)
+    gid = logic.gate_id(Kind.REGRESSION, metric)
+    try:
+        found, regressed = noise_evidence(ctx, metric, current, baseline)
+    except SampleSetError as exc:  # never fall back to an unpaired comparison silently
+        return Outcome(gid, Kind.REGRESSION, metric, Status.ERROR, current, baseline,
+                       message=f"per-sample vectors do not match: {exc}")
     return logic.regression(metric, current, baseline, policy, strict=ctx.settings.strict,
-                            evidence=evidence, regressed=regressed)
+                            evidence=found, regressed=regressed)
 
 
 def noise_evidence(ctx: GateContext, metric: str, current: float | None,
                    baseline: float | None) -> tuple[dict[str, Any], bool | None]:
-    """Hook for noise-aware verdicts; the threshold rule needs no evidence."""
-    return {}, None
+    """How much the evaluation can tell: evidence for one regression gate.
+
+    Per-sample vectors on both sides give a paired test; repeated baseline runs give their
+    spread; otherwise the fixed threshold rule applies and the outcome says so. Returns
+    the evidence and the rule's verdict (None: judge by the threshold alone).
+    """
+    policy, champ, ev = ctx.policy, ctx.champion, ctx.evaluation
+    direction = policy.direction(metric)
+    if current is None or baseline is None or champ is None or direction is None \
+            or not math.isfinite(current):
+        return {}, None
+    options: dict[str, Any] = {"higher_is_better": direction == "higher",
+                               "threshold": policy.tolerance_for(metric)}
+    rule = cast(Rule, policy.rule)
+    ours, theirs = ev.samples.get(metric), champ.samples.get(metric)
+    repeats = champ.repeats.get(metric, [])
+    try:
+        if ours is not None and theirs is not None:
+            found = evidence.paired_evidence(
+                theirs, ours, rule=rule, confidence=policy.confidence, seed=policy.seed,
+                baseline_ids=champ.sample_ids, current_ids=ev.sample_ids,
+                margin=policy.margin, **options)
+        elif len(repeats) >= 2:
+            found = evidence.repeats_evidence(np.asarray(repeats), current, rule=rule,
+                                              confidence=policy.confidence,
+                                              margin=policy.margin, **options)
+        else:
+            found = evidence.threshold_evidence(baseline, current, **options)
+    except evidence.SampleMismatch as exc:
+        where = ev.samples_path or ev.path
+        raise SampleSetError(f"{where}: {metric}: {exc}") from None
+    except ValueError as exc:  # e.g. a zero baseline mean: the fixed rule still applies
+        found = evidence.threshold_evidence(baseline, current, **options)
+        return {**asdict(found), "note": f"{found.note} (paired test not possible: {exc})"}, \
+            None
+    return asdict(found), (found.regressed if found.method != "threshold-only" else None)
+
+
+class SampleSetError(Exception):
+    """Per-sample vectors of champion and challenger do not describe the same samples."""
 
 
 def wandb_mode(option: str | None) -> str:

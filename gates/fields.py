@@ -284,6 +284,7 @@ class _Kernel:
         self.R2 = _largest_divisor(self.R, _LEAF)  # rows added in the input precision
         self.ones = np.ones(self.W, self.wd)
         self._buffers: dict[str, np.ndarray] = {}
+        self._views: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
         # last spatial axis: its edge columns 0, 1, n-2, n-1 (all channels) are strided,
         # so one flat np.take per group gathers them; the other axes use plain views
         n_last = plan.space[-1]
@@ -297,13 +298,22 @@ class _Kernel:
 
     # buffers ------------------------------------------------------------------------
     def _buf(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        """Preallocated work buffer, grown on demand (chunks are usually all alike)."""
+        """Preallocated work buffer, grown on demand (chunks are usually all alike).
+
+        Views are memoised per shape: this runs several times per block.
+        """
+        view = self._views.get((name, shape))
+        if view is not None:
+            return view
         size = math.prod(shape)
         b = self._buffers.get(name)
         if b is None or b.size < size:
             b = np.empty(size, self.wd)
             self._buffers[name] = b
-        return b[:size].reshape(shape)
+            self._views = {key: v for key, v in self._views.items() if key[0] != name}
+        view = b[:size].reshape(shape)
+        self._views[(name, shape)] = view
+        return view
 
     def _rows(self, x: np.ndarray, k: int, name: str) -> np.ndarray:
         """``x`` as contiguous (k, L) rows in the work dtype: a view when possible."""
@@ -456,8 +466,8 @@ class _Kernel:
         """bRMSE and bc_violation sums from the box faces of (k, space..., C) slabs.
 
         Faces of the last spatial axis come from ``pcol``/``tcol`` (its columns 0, 1,
-        n-2, n-1 gathered per block); the others are basic-slice views. Only face
-        values are converted to float64, a small fraction of the pointwise work.
+        n-2, n-1 gathered per block); the others are basic-slice views, both faces of an
+        axis in one strided slice. Only face values are converted to float64.
         """
         k = p.shape[0]
         sl = slice(j, j + k)
@@ -465,58 +475,61 @@ class _Kernel:
         last = len(space) - 1
         f64 = np.float64
         kind = self.layout.boundary
-
-        def plane(x: np.ndarray, xcol: np.ndarray, d: int, i: int,
-                  restrict: bool) -> np.ndarray:
-            """Index i (0, 1, n-2 or n-1 as 0..3) along spatial axis d."""
-            ix: list[slice | int] = [slice(None)] * x.ndim
-            if restrict:  # earlier axes interior only, so no point counts twice
-                for d2 in range(d):
-                    ix[1 + d2] = slice(1, -1)
-            if d == last:
-                ix[1 + d] = i
-                return xcol[tuple(ix)]
-            ix[1 + d] = (0, 1, space[d] - 2, space[d] - 1)[i]
-            return x[tuple(ix)]
-
         for d, n in enumerate(space):
-            for i in [0] if n == 1 else [0, 3]:
-                pf = plane(p, pcol, d, i, True)
-                ef = np.subtract(pf, plane(t, tcol, d, i, True), dtype=f64).reshape(k, -1)
-                st.bse2[sl] += np.vecdot(ef, ef)
-                if kind == "dirichlet":
-                    dev = np.abs(np.subtract(pf, self.layout.dirichlet_value, dtype=f64))
-                    st.bcn[sl] += dev.reshape(k, -1).sum(axis=1)
+            ix: list[slice | int] = [slice(None)] * p.ndim
+            for d2 in range(d):  # earlier axes interior only, so no point counts twice
+                ix[1 + d2] = slice(1, -1)
+            if d == last:  # columns (0, 1, n-2, n-1) -> faces 0 and n-1 are 0 and 3
+                ix[1 + d] = slice(0, 1) if n == 1 else slice(0, 4, 3)
+                pf, tf = pcol[tuple(ix)], tcol[tuple(ix)]
+            else:
+                ix[1 + d] = slice(0, 1) if n == 1 else slice(0, n, n - 1)
+                pf, tf = p[tuple(ix)], t[tuple(ix)]
+            ef = np.subtract(pf, tf, dtype=f64).reshape(k, -1)
+            st.bse2[sl] += np.vecdot(ef, ef)
+            if kind == "dirichlet":
+                dev = np.abs(np.subtract(pf, self.layout.dirichlet_value, dtype=f64))
+                st.bcn[sl] += dev.reshape(k, -1).sum(axis=1)
         if kind != "periodic":
             return
         for d, n in enumerate(space):
             if n < 3:
                 continue
-            q = [plane(p, pcol, d, i, False) for i in range(4)]
-            jump = np.abs(np.subtract(q[0], q[3], dtype=f64))
-            near = np.abs(np.subtract(q[1], q[0], dtype=f64))
-            near += np.abs(np.subtract(q[3], q[2], dtype=f64))
+            x, m = (pcol, 4) if d == last else (p, n)
+            ix = [slice(None)] * p.ndim
+            ix[1 + d] = slice(0, m, m - 1)  # first and last
+            ends = x[tuple(ix)]
+            ix[1 + d] = slice(1, m, m - 2)  # second and last
+            hi = x[tuple(ix)]
+            ix[1 + d] = slice(0, m - 1, m - 2)  # first and second-to-last
+            lo = x[tuple(ix)]
+            jump = np.abs(np.diff(ends, axis=1 + d).astype(f64))
+            near = np.abs(np.subtract(hi, lo, dtype=f64))
             st.bcn[sl] += jump.reshape(k, -1).sum(axis=1)
             st.bcd[sl] += 0.5 * near.reshape(k, -1).sum(axis=1)
 
     # spectral -----------------------------------------------------------------------
     def _spectral_setup(self) -> None:
-        """Radial |k| of every rfftn mode, Hermitian weights and the low/mid selections."""
+        """Radial |k| of every rfftn mode, Hermitian weights and the low/mid selections.
+
+        Indices address the spectrum viewed as real pairs, (modes..., C, re/im) flattened,
+        so |E_k|^2 never needs its own array.
+        """
         space = self.plan.space
         grids = [np.fft.fftfreq(n, 1.0 / n) for n in space[:-1]]
         grids.append(np.arange(space[-1] // 2 + 1, dtype=np.float64))
         kk = np.meshgrid(*grids, indexing="ij")
-        kmag = np.sqrt(sum(g * g for g in kk))
-        last = kk[-1]
-        w = np.full(kmag.shape, 2.0)
+        kmag = np.sqrt(sum(g * g for g in kk)).ravel()
+        last = kk[-1].ravel()
+        w = np.full(kmag.shape, 2.0)  # rfftn keeps one of each conjugate pair
         w[last == 0] = 1.0
         if space[-1] % 2 == 0:
             w[last == space[-1] // 2] = 1.0
-        modes = np.flatnonzero(kmag.ravel() < BANDS[1])
-        idx = (modes[:, None] * self.C + np.arange(self.C)[None, :]).ravel()
-        km = np.repeat(kmag.ravel()[modes], self.C)
-        wm = np.repeat(w.ravel()[modes], self.C)
-        self.sel = idx
+        modes = np.flatnonzero(kmag < BANDS[1])
+        per_mode = 2 * self.C  # C channels x (re, im)
+        self.sel = (modes[:, None] * per_mode + np.arange(per_mode)[None, :]).ravel()
+        km = np.repeat(kmag[modes], per_mode)
+        wm = np.repeat(w[modes], per_mode)
         self.w_low = np.where(km < BANDS[0], wm, 0.0)
         self.w_mid = np.where(km >= BANDS[0], wm, 0.0)
         self.fft_axes = tuple(range(1, 1 + len(space)))
@@ -525,28 +538,38 @@ class _Kernel:
     def _fft_bands(self, e: np.ndarray, st: _SlabStats, j: int) -> None:
         """Band energies of the error from one rfftn per slab (float32 stays complex64).
 
-        low and mid (few modes, |k| < 12) are gathered; they are then zeroed in place so
-        the remaining Hermitian-weighted sum is the high band itself, not a difference
-        of large totals (which sqrt would turn into a visible floor).
+        The spectrum is squared in place as real pairs. low and mid (the few modes with
+        |k| < 12) are gathered, then zeroed, so the remaining Hermitian-weighted sum is
+        the high band itself rather than a difference of large totals (which the square
+        root would turn into a visible floor).
         """
         k = e.shape[0]
         sl = slice(j, j + k)
         f64 = np.float64
-        spec = np.fft.rfftn(e, axes=self.fft_axes)
-        pw = np.square(spec.real)
-        pw += np.square(spec.imag)
-        del spec
-        rows = pw.reshape(k, -1)
+        spec = np.ascontiguousarray(np.fft.rfftn(e, axes=self.fft_axes))
+        x = spec.view(spec.real.dtype)  # (k, modes..., 2C): re, im interleaved
+        np.square(x, out=x)
+        rows = x.reshape(k, -1)
         g = rows[:, self.sel].astype(f64)
         st.band[sl, 0] = g @ self.w_low
         st.band[sl, 1] = g @ self.w_mid
         rows[:, self.sel] = 0
         lastax = len(self.plan.space)
-        high = 2.0 * rows.sum(axis=1, dtype=f64)
-        high -= np.take(pw, 0, axis=lastax).reshape(k, -1).sum(axis=1, dtype=f64)
+        high = 2.0 * _leaf_sums(rows)
+        high -= _leaf_sums(np.take(x, 0, axis=lastax).reshape(k, -1))
         if self.nyquist:
-            high -= np.take(pw, -1, axis=lastax).reshape(k, -1).sum(axis=1, dtype=f64)
+            high -= _leaf_sums(np.take(x, -1, axis=lastax).reshape(k, -1))
         st.band[sl, 2] = high
+
+
+def _leaf_sums(rows: np.ndarray) -> np.ndarray:
+    """Row sums of (k, n): pairwise in the input precision over 256 values, then float64."""
+    k, n = rows.shape
+    m = n - n % _LEAF
+    out = rows[:, :m].reshape(k, -1, _LEAF).sum(axis=2).sum(axis=1, dtype=np.float64)
+    if m < n:
+        out += rows[:, m:].sum(axis=1, dtype=np.float64)
+    return out
 
 
 # --------------------------------------------------------------------------- accumulators
@@ -809,16 +832,39 @@ def _finalize(acc: _Partial, plan: _Plan, layout: FieldLayout, *, pointwise: boo
 # --------------------------------------------------------------------------- NumPy streaming
 
 
-def _chunk_ranges(plan: _Plan, itemsize: int, chunk_bytes: int) -> list[tuple[int, int, int, int]]:
-    """(s0, s1, t0, t1) chunks of at most chunk_bytes per array (at least one slab)."""
+def _chunk_ranges(plan: _Plan, itemsize: int, chunk_bytes: int,
+                  native: tuple[int, int] | None = None) -> list[tuple[int, int, int, int]]:
+    """(s0, s1, t0, t1) chunks of at most chunk_bytes per array (at least one slab).
+
+    ``native`` = the store's own (sample, time) chunk lengths: ranges are rounded to
+    them so no stored chunk is decompressed twice (a stored chunk larger than
+    chunk_bytes is then read whole).
+    """
     S, T = plan.n_samples, plan.n_times
+    ns, nt = native if native is not None else (1, 1)
     sample_bytes = math.prod(plan.shape) // S * itemsize
-    if sample_bytes <= chunk_bytes:
-        per = max(1, chunk_bytes // sample_bytes)
+    if sample_bytes <= chunk_bytes or (ns > 1 and nt >= T):
+        per = _align(max(1, chunk_bytes // sample_bytes), ns)
         return [(s, min(s + per, S), 0, T) for s in range(0, S, per)]
     slab_bytes = max(1, sample_bytes // T)
-    per_t = max(1, chunk_bytes // slab_bytes)
+    per_t = _align(max(1, chunk_bytes // slab_bytes), nt)
     return [(s, s + 1, t, min(t + per_t, T)) for s in range(S) for t in range(0, T, per_t)]
+
+
+def _align(n: int, native: int) -> int:
+    """n rounded down to a multiple of native, but at least native."""
+    return max(native, n - n % native) if native > 1 else n
+
+
+def _native_chunks(arr: Any, plan: _Plan) -> tuple[int, int] | None:
+    """(sample, time) chunk lengths of a chunked store (zarr), else None."""
+    chunks = getattr(arr, "chunks", None)
+    if isinstance(arr, np.ndarray) or not isinstance(chunks, tuple) or not chunks:
+        return None
+    if not all(isinstance(c, int | np.integer) for c in chunks):
+        return None  # e.g. dask's tuple of tuples
+    t = int(chunks[plan.time_axis]) if plan.time_axis is not None else 1
+    return int(chunks[plan.sample_axis]), t
 
 
 def _index(plan: _Plan, s0: int, s1: int, t0: int, t1: int) -> list[slice]:
@@ -867,7 +913,8 @@ def compute_field_metrics_arrays(
     wd = _work_dtype(pred.dtype, target.dtype)
     kernel = _Kernel(plan, layout, wd, pointwise=pointwise, spectral=spectral)
     itemsize = max(np.dtype(pred.dtype).itemsize, np.dtype(target.dtype).itemsize)
-    ranges = _chunk_ranges(plan, itemsize, max(1, int(chunk_bytes)))
+    native = _native_chunks(pred, plan)
+    ranges = _chunk_ranges(plan, itemsize, max(1, int(chunk_bytes)), native)
     acc = _Partial.empty(plan.n_samples, plan.n_chan)
     for i, rng in enumerate(ranges):
         acc.merge(rng[0], _read_partial(pred, target, plan, kernel, rng))
@@ -915,7 +962,7 @@ def _as_dask(arr: Any, plan: _Plan, itemsize: int, chunk_bytes: int) -> dask.arr
     """Wrap a source as dask.array with chunks along sample/time only (zarr: from_zarr)."""
     import dask.array as da
 
-    ranges = _chunk_ranges(plan, itemsize, max(1, int(chunk_bytes)))
+    ranges = _chunk_ranges(plan, itemsize, max(1, int(chunk_bytes)), _native_chunks(arr, plan))
     s_step = ranges[0][1] - ranges[0][0]
     t_step = ranges[0][3] - ranges[0][2]
     chunks: list[int] = list(plan.shape)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gates.errors import GateInputError
+from gates.evidence import CONFIDENT_MARGIN, DEFAULT_CONFIDENCE, DEFAULT_RULE, RULES
 
 #: Error metrics: lower is better. Horizon variants (``nrmse@10``) and ``field/`` names
 #: share their base name's direction.
@@ -32,8 +33,6 @@ PHYSICS_METRICS = frozenset(
     {"conservation_gap", "conservation_drift", "bc_violation", "negativity_penalty"}
 )
 
-RULES = ("threshold", "confident", "significant")
-DEFAULT_RULE = "threshold"
 
 
 def base_name(metric: str) -> str:
@@ -54,7 +53,8 @@ class Policy:
     higher_is_better: frozenset[str] = HIGHER_IS_BETTER
     lower_is_better: frozenset[str] = frozenset()
     rule: str = DEFAULT_RULE
-    confidence: float = 0.95
+    confidence: float = DEFAULT_CONFIDENCE
+    margin: float = CONFIDENT_MARGIN
     seed: int = 0
     # physics
     ceilings: Mapping[str, float] = field(
@@ -100,7 +100,7 @@ _SCHEMA: dict[str, dict[str, str]] = {
         "tolerance": "fraction", "improvement": "fraction", "abs_tolerance": "nonneg",
         "tolerances": "fraction-map", "higher_is_better": "names",
         "lower_is_better": "names", "rule": "rule", "confidence": "probability",
-        "seed": "int",
+        "margin": "nonneg", "seed": "int",
     },
     "physics": {"ceilings": "nonneg-map", "spike_factors": "nonneg-map"},
     "promotion": {

@@ -1,0 +1,113 @@
+"""Noise-aware regression gates end to end on the bundled sample: injected regressions,
+noise the evaluation cannot resolve, mismatched samples, and the threshold fallback."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import Workspace
+
+
+def scale(ws: Workspace, metric: str, vector: np.ndarray) -> None:
+    """Replace the challenger's per-sample vector (and its aggregate) for ``metric``."""
+    samples = ws.eval.with_name("burgers1d_eval_samples.npz")
+    with np.load(samples) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays[metric] = vector
+    np.savez(samples, **arrays)  # type: ignore[arg-type]
+    report = json.loads(ws.eval.read_text())
+    report["metrics"][metric] = float(vector.mean())
+    ws.eval.write_text(json.dumps(report))
+
+
+def champion_vector(ws: Workspace, metric: str) -> np.ndarray:
+    with np.load(ws.baselines / "burgers1d" / "versions" / "v0001" / "samples.npz") as data:
+        return np.asarray(data[metric], dtype=float)
+
+
+def gate(ws: Workspace, gate_id: str) -> dict:
+    gates = json.loads((ws.eval.parent / "gates.json").read_text())["gates"]
+    return next(g for g in gates if g["id"] == gate_id)
+
+
+def set_rule(ws: Workspace, rule: str) -> None:
+    policy = ws.baselines / "burgers1d" / "policy.toml"
+    text = policy.read_text().replace('rule = "confident"', f'rule = "{rule}"')
+    policy.write_text(text)
+
+
+def test_a_real_twenty_percent_regression_fails_with_its_evidence(
+        pytester: pytest.Pytester, workspace: Workspace) -> None:
+    scale(workspace, "nrmse", champion_vector(workspace, "nrmse") * 1.2)
+    result = pytester.runpytest(*workspace.args())
+    assert result.ret == 1
+    nrmse = gate(workspace, "regression/nrmse")
+    ev = nrmse["evidence"]
+    assert nrmse["status"] == "fail" and ev["method"] == "paired-bootstrap"
+    assert ev["n"] == 32 and ev["seed"] == 0 and ev["regressed"] is True
+    assert ev["ci_low"] == pytest.approx(0.2, abs=1e-6)  # a pure scaling: no noise at all
+    assert ev["p_value"] < 0.01 and ev["detectable"] is not None
+    assert "with 32 samples" in nrmse["message"]
+    result.stdout.fnmatch_lines(["*regression/nrmse: paired-bootstrap, CI [[]+20.0%, +20.0%],"
+                                 " p=*, n=32, detectable*"])
+    assert "paired-bootstrap" in (workspace.eval.parent / "gates.md").read_text()
+
+
+def noisy(ws: Workspace, change: float, seed: int = 3) -> np.ndarray:
+    """The champion's errors times independent log-normal noise, mean moved by ``change``."""
+    base = champion_vector(ws, "nrmse")
+    noise = np.exp(np.random.default_rng(seed).normal(0.0, 0.6, base.size))
+    vector = base * noise
+    return vector * (base.mean() * (1 + change) / vector.mean())
+
+
+def test_noise_the_evaluation_cannot_resolve_does_not_fail_the_default_rule(
+        pytester: pytest.Pytester, workspace: Workspace) -> None:
+    scale(workspace, "nrmse", noisy(workspace, 0.12))
+    result = pytester.runpytest(*workspace.args("-k", "regression and nrmse"))
+    assert result.ret == 0
+    nrmse = gate(workspace, "regression/nrmse")
+    assert nrmse["change_pct"] == pytest.approx(12.0, abs=0.01)
+    assert nrmse["status"] == "pass"
+    assert nrmse["evidence"]["ci_low"] < 0.025  # the data cannot say it is a material loss
+    assert "cannot be told from noise" in nrmse["message"]
+    set_rule(workspace, "threshold")  # the old fixed rule fails the same numbers
+    assert pytester.runpytest(*workspace.args("-k", "regression and nrmse")).ret == 1
+    assert gate(workspace, "regression/nrmse")["status"] == "fail"
+
+
+def test_mismatched_samples_are_an_error_not_an_unpaired_test(
+        pytester: pytest.Pytester, workspace: Workspace) -> None:
+    samples = workspace.eval.with_name("burgers1d_eval_samples.npz")
+    with np.load(samples) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["sample_id"] = arrays["sample_id"] + 100  # other samples altogether
+    np.savez(samples, **arrays)  # type: ignore[arg-type]
+    result = pytester.runpytest(*workspace.args())
+    assert result.ret == 1
+    nrmse = gate(workspace, "regression/nrmse")
+    assert nrmse["status"] == "error"
+    assert "per-sample vectors do not match" in nrmse["message"]
+    assert "burgers1d_eval_samples.npz" in nrmse["message"]
+
+
+def test_without_per_sample_data_the_threshold_rule_applies_and_says_so(
+        pytester: pytest.Pytester, workspace: Workspace) -> None:
+    workspace.eval.with_name("burgers1d_eval_samples.npz").unlink()
+    result = pytester.runpytest(*workspace.args())
+    assert result.ret == 0
+    nrmse = gate(workspace, "regression/nrmse")
+    assert nrmse["evidence"]["method"] == "threshold-only"
+    assert "fell back to the fixed 10 % threshold rule" in nrmse["message"]
+
+
+def test_reruns_give_the_same_evidence(pytester: pytest.Pytester,
+                                       workspace: Workspace) -> None:
+    scale(workspace, "nrmse", noisy(workspace, 0.08))
+    pytester.runpytest(*workspace.args("-k", "regression and nrmse"))
+    first = gate(workspace, "regression/nrmse")["evidence"]
+    pytester.runpytest(*workspace.args("-k", "regression and nrmse"))
+    assert gate(workspace, "regression/nrmse")["evidence"] == first
