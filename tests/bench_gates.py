@@ -70,8 +70,8 @@ def test_session_at_1000_metrics_against_bare_pytest(tmp_path: Path) -> None:
     report, store = synthetic(tmp_path, 1000)
     gates = 1000 + 3 + 2 + 1  # regression, ceilings, spikes, promotion
     (tmp_path / "test_bare.py").write_text(
-        "import pytest\n\n\n@pytest.mark.parametrize('i', range(%d))\n"
-        "def test_bare(i):\n    pass\n" % gates)
+        f"import pytest\n\n\n@pytest.mark.parametrize('i', range({gates}))\n"
+        "def test_bare(i):\n    pass\n")
     env = hermetic_wandb_env(tmp_path / "wandb-home")
     bare = [sys.executable, "-m", "pytest", str(tmp_path / "test_bare.py"), "-q",
             "-p", "no:cacheprovider"]
