@@ -7,9 +7,12 @@ regenerates it byte for byte along with the sample.
 from __future__ import annotations
 
 import shutil
+import tomllib
 from pathlib import Path
 
 from gates.evidence import CONFIDENT_MARGIN, DEFAULT_CONFIDENCE
+from gates.fields import FieldLayout, compute_field_metrics
+from gates.policy import policy_from_mapping
 from gates.reports import load_evaluation
 from gates.store import BaselineStore
 
@@ -60,6 +63,13 @@ def write_baseline(root: Path, sample_dir: Path, rule: str) -> list[Path]:
     (suite_dir / "policy.toml").write_text(text, encoding="utf-8")
     report = sample_dir / "champion_eval.json"
     champion = load_evaluation(report)
+    # the champion's field metrics, so that --arrays is gated against it too
+    layout = FieldLayout.from_policy(policy_from_mapping(tomllib.loads(text), "policy").fields,
+                                     str(suite_dir / "policy.toml"))
+    for name, vector in compute_field_metrics(sample_dir / "champion_arrays.npz",
+                                              layout).items():
+        champion.samples[f"field/{name}"] = vector
+        champion.metrics[f"field/{name}"] = float(vector.mean())
     provenance = {
         "run_id": champion.extra.get("model"),
         "wandb_run": None,
@@ -68,6 +78,7 @@ def write_baseline(root: Path, sample_dir: Path, rule: str) -> list[Path]:
         "eval_sha256": champion.sha256,
         "eval_format": champion.format,
         "samples": f"gates/sample/{report.stem}_samples.npz",
+        "arrays": "gates/sample/champion_arrays.npz",
         "timestamp": str(champion.extra.get("generated_at", "2025-01-01T00:00:00Z")),
         "promoted_by": "python -m gates.burgers (bundled sample)",
         "promoted_from": None,

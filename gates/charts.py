@@ -33,6 +33,18 @@ def _figure(height: float) -> tuple[Figure, Axes]:
     return fig, fig.add_subplot()
 
 
+def _status_legend(ax: Axes, gates: list[Outcome], extra: bool = False) -> None:
+    from matplotlib.patches import Patch
+
+    statuses = sorted({str(o.status) for o in gates}, key=list(COLOURS).index)
+    handles = [Patch(color=COLOURS[s], label=s) for s in statuses]
+    if extra:
+        ax.legend(handles=[*ax.get_legend_handles_labels()[0], *handles], loc="lower right",
+                  fontsize=8)
+    else:
+        ax.legend(handles=handles, loc="best", fontsize=8, title="status", title_fontsize=8)
+
+
 def change_chart(outcomes: list[Outcome], path: Path) -> Path | None:
     """One bar per regression gate: change in % (positive = worse) against its limit."""
     gates = [o for o in outcomes if o.kind == "regression" and o.change_pct is not None
@@ -44,13 +56,21 @@ def change_chart(outcomes: list[Outcome], path: Path) -> Path | None:
     fig, ax = _figure(1.2 + 0.32 * len(gates))
     worse = [o.change_pct if (o.evidence.get("direction", "lower") == "lower") else
              -o.change_pct for o in gates if o.change_pct is not None]
+    # a change of +30,000 % would flatten every other bar: clip, and print the real value
+    limit = max(25.0, 2.5 * max((o.threshold or 0.0) for o in gates))
+    shown_values = [min(max(w, -limit), limit) for w in worse]
     labels = [o.metric for o in gates]
     ys = range(len(gates))
-    ax.barh(ys, worse, color=[COLOURS.get(str(o.status), "#555") for o in gates])
-    for y, o in zip(ys, gates, strict=True):
+    ax.barh(ys, shown_values, color=[COLOURS.get(str(o.status), "#555") for o in gates])
+    for y, o, w, v in zip(ys, gates, worse, shown_values, strict=True):
         if o.threshold is not None:
             ax.plot([o.threshold, o.threshold], [y - 0.4, y + 0.4], color="black", lw=1.5)
+        if w != v:
+            ax.text(v * 0.97, y, f"{w:+.0f}%", va="center", ha="right" if v > 0 else "left",
+                    fontsize=8, color="white", fontweight="bold")
+    ax.set_xlim(-limit * 1.05, limit * 1.05)
     ax.axvline(0, color="#444", lw=0.8)
+    _status_legend(ax, gates)
     ax.set_yticks(list(ys), labels)
     ax.invert_yaxis()
     ax.set_xlabel("change against the champion, % (positive = worse; black tick = allowed)",
@@ -81,7 +101,7 @@ def physics_chart(outcomes: list[Outcome], path: Path) -> Path | None:
     ax.set_xlim(0, 175)
     ax.set_xlabel("value as % of its ceiling (value / ceiling shown at bar end)")
     ax.set_title("Physics gates: values against ceilings")
-    ax.legend(loc="lower right")
+    _status_legend(ax, gates, extra=True)
     fig.savefig(path, dpi=110)
     return path
 

@@ -29,6 +29,7 @@ from gates.store import BaselineStore
 SAMPLE_DIR = Path(__file__).parent / "sample"
 SAMPLE_REPORT = SAMPLE_DIR / "burgers1d_eval.json"
 SAMPLE_OUT = "gates-report"
+FIELD_PREFIX = "field/"
 
 
 @dataclass
@@ -81,11 +82,15 @@ class GateContext:
         row = f" row {ev.run_id}" if ev.format == "leaderboard" else ""
         champ = f"champion v{self.champion.version}" if self.champion else \
             "no champion yet (first run: gates report no_baseline)"
+        fields = f"field metrics from {self.settings.arrays}" if self.settings.arrays else \
+            "no --arrays: field metrics not computed or gated"
+        if self.settings.arrays and self.settings.dask_scheduler:
+            fields += f" on the Dask cluster at {self.settings.dask_scheduler}"
         return [
             f"gates: evaluation {where}{row} ({ev.format}, {len(ev.metrics)} metrics)",
             f"gates: suite {self.suite} in {self.store.root}, {champ}",
             f"gates: policy {self.policy.path or 'defaults (no policy.toml)'}, "
-            f"rule {self.policy.rule}",
+            f"rule {self.policy.rule}; {fields}",
         ]
 
 
@@ -144,11 +149,16 @@ def _add_field_metrics(evaluation: Evaluation, settings: Settings, policy: Polic
     source = settings.resolve(settings.arrays)
     assert source is not None
     layout = FieldLayout.from_policy(policy.fields, policy.path or "policy defaults")
-    vectors = compute_field_metrics(source, layout, progress=progress,
-                                    dask_scheduler=settings.dask_scheduler)
+    try:
+        vectors = compute_field_metrics(source, layout, progress=progress,
+                                        dask_scheduler=settings.dask_scheduler)
+    except (OSError, TimeoutError) as exc:  # e.g. an unreachable Dask scheduler
+        where = settings.dask_scheduler or source
+        raise GateInputError(where, f"field metrics failed: {type(exc).__name__}: {exc}"
+                             ) from None
     n_report = next(iter(evaluation.samples.values())).shape[0] if evaluation.samples else None
     for name, vector in vectors.items():
-        key = f"field/{name}"
+        key = f"{FIELD_PREFIX}{name}"
         if n_report is not None and vector.shape[0] != n_report:
             raise GateInputError(source, f"arrays hold {vector.shape[0]} samples, the "
                                          f"per-sample sidecar {n_report}")
@@ -162,6 +172,8 @@ def plan(ctx: GateContext) -> None:
     base = champ.metrics if champ else {}
     names = set(base) | {m for m in ev.metrics if policy.direction(m)}
     names -= policy.ignore
+    if ctx.settings.arrays is None:  # field metrics exist only where the gates compute them
+        names = {m for m in names if not m.startswith(FIELD_PREFIX)}
     for metric in sorted(names):
         if metric not in ev.metrics and metric in policy.optional:
             continue
@@ -218,6 +230,11 @@ def noise_evidence(ctx: GateContext, metric: str, current: float | None,
     rule = cast(Rule, policy.rule)
     ours, theirs = ev.samples.get(metric), champ.samples.get(metric)
     repeats = champ.repeats.get(metric, [])
+    mismatch = _aggregate_mismatch(metric, ours, current, ev.samples_path) or \
+        _aggregate_mismatch(metric, theirs, baseline, "the champion's samples.npz")
+    if mismatch:  # the vectors do not describe the reported numbers: trust neither silently
+        found = evidence.threshold_evidence(baseline, current, **options)
+        return {**asdict(found), "note": f"{found.note} ({mismatch})"}, None
     try:
         if ours is not None and theirs is not None:
             found = evidence.paired_evidence(
@@ -238,6 +255,18 @@ def noise_evidence(ctx: GateContext, metric: str, current: float | None,
         return {**asdict(found), "note": f"{found.note} (paired test not possible: {exc})"}, \
             None
     return asdict(found), (found.regressed if found.method != "threshold-only" else None)
+
+
+def _aggregate_mismatch(metric: str, vector: np.ndarray | None, value: float,
+                        where: object) -> str | None:
+    """A per-sample vector whose mean is not the reported aggregate cannot judge it."""
+    if vector is None or vector.size == 0:
+        return None
+    mean = float(np.mean(vector))
+    if math.isclose(mean, value, rel_tol=1e-6, abs_tol=1e-12):
+        return None
+    return (f"the per-sample mean of {metric} in {where} is {mean:.6g}, the reported value "
+            f"{value:.6g}; the paired test was not used")
 
 
 class SampleSetError(Exception):

@@ -18,7 +18,7 @@ import numpy as np
 
 from gates.errors import GateInputError
 
-__all__ = ["ArrayLike", "NpyFile", "check_pair", "open_arrays", "read_block"]
+__all__ = ["ArrayLike", "NpyFile", "check_pair", "open_arrays", "read_block", "window_mappable"]
 
 
 @runtime_checkable

@@ -12,12 +12,20 @@ no code is taken from either project. Each formula is in the docstring of the
 ``_m_<name>`` function below; ``METRIC_DOCS`` collects them.
 
 Large inputs are streamed: one pass reads each chunk once (``.npy`` memory-mapped window
-by window, zarr chunk by chunk), and every metric, the FFT bands included, is computed
-from that chunk while it is resident. Chunks run along the sample axis, and along time
-when one sample exceeds ``chunk_bytes``; accumulators combine across chunks. Inside a
-chunk the work runs on cache-sized blocks of whole (sample, time) slabs with
-preallocated buffers; float32 data stays float32 only inside leaves of at most 256
-values (pairwise/BLAS sums), everything is accumulated in float64.
+by window and unmapped after use, zarr chunk by chunk), and every metric, the FFT bands
+included, is computed from that chunk while it is resident. Chunks run along the sample
+axis, and along time when one sample exceeds ``chunk_bytes``; accumulators (sums, max,
+min, spatial sums at t = 0) combine across chunks. Inside a chunk the work runs on
+cache-sized blocks of whole (sample, time) slabs with preallocated buffers, so extra
+memory is about 2 x chunk_bytes plus a few 4 MiB buffers (a single slab is never split,
+so a slab larger than that sets the buffer size instead).
+
+Precision: float32 input is read as float32; a float32 partial sum never covers more
+than 256 values (a leaf) before it is added in float64, and face/boundary terms are
+float64 throughout. Spatial variance uses sums of ``t - t0`` (t0 = the slab's first
+target value) so a large offset does not cancel it away. The FFT runs in the input
+precision (complex64 for float32), its band energies are summed in 256-value leaves.
+Results for one slab do not depend on chunking or on dask's block layout.
 """
 
 from __future__ import annotations

@@ -111,3 +111,14 @@ def test_reruns_give_the_same_evidence(pytester: pytest.Pytester,
     first = gate(workspace, "regression/nrmse")["evidence"]
     pytester.runpytest(*workspace.args("-k", "regression and nrmse"))
     assert gate(workspace, "regression/nrmse")["evidence"] == first
+
+
+def test_vectors_that_disagree_with_the_report_cannot_hide_a_regression(
+        pytester: pytest.Pytester, workspace: Workspace) -> None:
+    report = json.loads(workspace.eval.read_text())
+    report["metrics"]["mae"] *= 1.5  # the sidecar still holds the old per-sample values
+    workspace.eval.write_text(json.dumps(report))
+    assert pytester.runpytest(*workspace.args()).ret == 1
+    mae = gate(workspace, "regression/mae")
+    assert mae["status"] == "fail" and mae["evidence"]["method"] == "threshold-only"
+    assert "the paired test was not used" in mae["message"]
