@@ -96,3 +96,41 @@ def test_wandb_offline_cost(tmp_path: Path, n: int) -> None:
     print(f"\n{n} metrics: --wandb offline median {statistics.median(a):.2f} s, --wandb off "
           f"median {statistics.median(b):.2f} s; W&B adds median {statistics.median(added):.2f}"
           f" s (min {min(added):.2f}, max {max(added):.2f}); target <= 1.5 s at 10,000")
+
+
+@pytest.mark.slow
+def test_dashboards_cost_with_every_sidecar(tmp_path: Path) -> None:
+    """A gate session with realistic sidecars against the same session without them."""
+    import shutil
+
+    from tests.conftest import BASELINES, SAMPLE
+    from tests.test_dashboards import (
+        CONFIG_YAML,
+        write_leaderboard,
+        write_training_log,
+        write_ttc,
+    )
+
+    sessions = {}
+    for name in ("with", "without"):
+        folder = tmp_path / name
+        folder.mkdir()
+        for item in ("burgers1d_eval.json", "burgers1d_eval_samples.npz"):
+            shutil.copy(SAMPLE / item, folder / item)
+        cmd = gates_cmd(folder / "burgers1d_eval.json", BASELINES, "off")
+        cmd += ["--gates-out", str(folder / "out")]
+        if name == "with":
+            write_ttc(folder / "burgers1d_eval_ttc_step_logs.json")
+            (folder / "burgers1d_eval.config.yaml").write_text(CONFIG_YAML)
+            write_training_log(folder / "train.jsonl")
+            write_leaderboard(folder / "leaderboard.csv")
+            cmd += ["--training-log", str(folder / "train.jsonl"), "--leaderboard",
+                    str(folder / "leaderboard.csv")]
+        sessions[name] = cmd
+    env = hermetic_wandb_env(tmp_path / "wandb-home")
+    a, b = paired(sessions["with"], sessions["without"], env, tmp_path, rounds=5)
+    added = [x - y for x, y in zip(a, b, strict=True)]
+    print(f"\ndashboards (TTC 50 steps x 8, training log 4,500 lines, leaderboard 200 rows, "
+          f"config): session median {statistics.median(a):.2f} s with, "
+          f"{statistics.median(b):.2f} s without; added median {statistics.median(added):.2f} s"
+          f" (min {min(added):.2f}, max {max(added):.2f}); target <= 2 s")
