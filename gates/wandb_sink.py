@@ -100,6 +100,27 @@ def summary_values(result: SessionResult) -> dict[str, Any]:
     return values
 
 
+def init_options(ctx: GateContext, result: SessionResult, mode: str) -> dict[str, Any]:
+    """Where the run goes: the evaluation's own run (online, id known) or a gates run
+    beside it, in its group, carrying its id."""
+    info = ctx.run_info
+    options: dict[str, Any] = {
+        "project": info.get("project") or os.environ.get("WANDB_PROJECT") or PROJECT,
+        "entity": info.get("entity") or os.environ.get("WANDB_ENTITY") or None,
+        "mode": mode,
+        "dir": os.environ.get("WANDB_DIR") or str(result.out_dir),
+        "config": {"gates": {"eval_run_id": info.get("id") or ctx.evaluation.run_id,
+                             "eval": result.eval_path, "suite": result.suite,
+                             "baseline_version": result.baseline_version}},
+    }
+    if mode == "online" and info.get("id"):
+        options.update(id=info["id"], resume="allow")
+    else:
+        options.update(job_type="gates", group=info.get("group"),
+                       name=f"gates-{info['name']}" if info.get("name") else None)
+    return options
+
+
 def log_session(ctx: GateContext, result: SessionResult) -> Path | None:
     """Log the whole session to one W&B run; returns the offline run folder, if any."""
     import wandb
@@ -107,26 +128,12 @@ def log_session(ctx: GateContext, result: SessionResult) -> Path | None:
     mode = ctx.settings.wandb
     if mode not in ("offline", "online"):
         raise ValueError(f"--wandb must be off, offline or online, got {mode!r}")
-    info = ctx.run_info
-    init: dict[str, Any] = {
-        "project": info.get("project") or os.environ.get("WANDB_PROJECT") or PROJECT,
-        "entity": info.get("entity") or os.environ.get("WANDB_ENTITY") or None,
-        "mode": mode,
-        "dir": os.environ.get("WANDB_DIR") or str(result.out_dir),
-        "settings": wandb.Settings(
-            init_timeout=float(os.environ.get("GATES_WANDB_INIT_TIMEOUT", "60")),
-            x_disable_stats=True, console="off", silent=True),
-    }
-    gates_config = {"eval_run_id": info.get("id") or ctx.evaluation.run_id,
-                    "eval": result.eval_path, "suite": result.suite,
-                    "baseline_version": result.baseline_version}
-    if mode == "online" and info.get("id"):
-        init.update(id=info["id"], resume="allow")
-    else:
-        init.update(job_type="gates", group=info.get("group"),
-                    name=f"gates-{info['name']}" if info.get("name") else None)
+    init = init_options(ctx, result, mode)
+    init["settings"] = wandb.Settings(
+        init_timeout=float(os.environ.get("GATES_WANDB_INIT_TIMEOUT", "60")),
+        x_disable_stats=True, console="off", silent=True)
     Path(init["dir"]).mkdir(parents=True, exist_ok=True)
-    run = wandb.init(config={"gates": gates_config}, **init)
+    run = wandb.init(**init)
     try:
         run.log(_payload(wandb, result))
         run.summary.update(summary_values(result))

@@ -240,3 +240,29 @@ def test_dashboards_are_logged_beside_the_gates(
     for key in ("ttc/summary", "training_summary/stage_comparison", "leaderboard/top_5_nrmse",
                 "eval_summary/full", "training_summary/configuration"):
         assert key in markdown
+
+
+@pytest.mark.parametrize(("mode", "resumes"), [("online", True), ("offline", False)])
+def test_online_resumes_the_evaluation_run_offline_sits_beside_it(
+        workspace: Workspace, mode: str, resumes: bool) -> None:
+    """Online W&B cannot be reached here: this checks where the run would go."""
+    from gates.context import Settings, load_context
+    from gates.finish import finish_session
+    from gates.wandb_sink import init_options
+
+    info = workspace.root / "info.json"
+    info.write_text(json.dumps({"id": "ev123", "name": "eval-7", "project": "surrogates",
+                                "entity": "lab", "group": "sweep-3"}))
+    ctx = load_context(Settings(eval=workspace.eval, baselines=workspace.baselines,
+                                wandb="off", wandb_info=info))
+    result = finish_session(ctx, ctx.planned, ctx.settings, 0)
+    options = init_options(ctx, result, mode)
+    assert options["project"] == "surrogates" and options["entity"] == "lab"
+    assert options["config"]["gates"]["eval_run_id"] == "ev123"
+    if resumes:
+        assert options["id"] == "ev123" and options["resume"] == "allow"
+        assert "job_type" not in options
+    else:
+        assert "id" not in options
+        assert options["job_type"] == "gates" and options["group"] == "sweep-3"
+        assert options["dir"] == str(workspace.eval.parent)
