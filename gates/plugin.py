@@ -11,13 +11,17 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from gates.context import GateContext, Settings, load_context, wandb_mode
 from gates.errors import GateInputError
 from gates.model import Kind, Outcome, Status
+
+if TYPE_CHECKING:
+    from gates.charts import ChartWorker
+    from gates.result import SessionResult
 
 PROPERTY = "gate_outcome"
 PACKAGE_DIR = Path(__file__).parent.resolve()
@@ -108,9 +112,9 @@ class GateSession:
         self.context: GateContext | None = None
         self.input_error: GateInputError | None = None
         self.outcomes: dict[str, Outcome] = {}
-        self.result: Any = None
+        self.result: SessionResult | None = None
         self.active = False
-        self.charts: Any = None
+        self.charts: ChartWorker | None = None
 
     @property
     def is_worker(self) -> bool:
