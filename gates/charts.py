@@ -113,6 +113,15 @@ def render_all(outcomes: list[Outcome], out_dir: Path) -> list[Path]:
     return [p for p in drawn if p is not None]
 
 
+def _warm_up() -> None:
+    """Load fonts and the Agg renderer once, so the real charts draw fast at the end."""
+    fig, ax = _figure(1.0)
+    ax.barh([0], [1.0])
+    ax.set_title("warm-up")
+    _status_legend(ax, [])
+    fig.canvas.draw()
+
+
 class ChartWorker:
     """Draws the charts in a forked child that imported matplotlib while the gates ran.
 
@@ -147,6 +156,7 @@ class ChartWorker:
             import matplotlib.backends.backend_agg  # noqa: F401 - the point of the fork
             import matplotlib.figure  # noqa: F401
 
+            _warm_up()
             with os.fdopen(incoming, "rb") as handle:
                 request = json.loads(handle.read() or b"null")
             if request is not None:
