@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gates.errors import GateInputError
+from gates.field_kernels import Engine, FusedSums, choose
 from gates.field_sources import (
     ArrayLike,
     NpyFile,
@@ -271,7 +272,7 @@ class _Kernel:
     """
 
     def __init__(self, plan: _Plan, layout: FieldLayout, dtype: np.dtype, *,
-                 pointwise: bool = True, spectral: bool = True,
+                 pointwise: bool = True, spectral: bool = True, engine: Engine = "numpy",
                  block_bytes: int = _BLOCK_BYTES, group_bytes: int = _GROUP_BYTES) -> None:
         self.plan = plan
         self.layout = layout
@@ -303,6 +304,9 @@ class _Kernel:
         self.col_per_slab = (self.P // n_last) * cols.size
         if spectral:
             self._spectral_setup()
+        # engine "numba": one compiled pass per group replaces _pointwise_group
+        self.fused = (FusedSums(plan.space, self.C, layout.boundary, layout.dirichlet_value)
+                      if engine == "numba" and pointwise else None)
 
     # buffers ------------------------------------------------------------------------
     def _buf(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -355,10 +359,12 @@ class _Kernel:
             p2 = self._rows(pc[a:b, ta:tb], k, "p")
             t2 = self._rows(tc[a:b, ta:tb], k, "t")
             e2 = self._buf("e", (k, self.L)) if self.spectral else None
-            if self.pointwise:
+            if self.fused is not None:
+                self.fused(p2, t2, st, j0)
+            elif self.pointwise:
                 self._pointwise_group(p2, t2, e2, st, j0)
             if e2 is not None:
-                if not self.pointwise:
+                if self.fused is not None or not self.pointwise:
                     np.subtract(p2, t2, out=e2)
                 self._fft_bands(e2.reshape((k,) + shape4), st, j0)
         return st
@@ -875,6 +881,11 @@ def _native_chunks(arr: Any, plan: _Plan) -> tuple[int, int] | None:
     return int(chunks[plan.sample_axis]), t
 
 
+def _nbytes(arr: Any) -> int:
+    """Bytes of an array-like from its shape and dtype (nothing is read)."""
+    return math.prod(arr.shape) * np.dtype(arr.dtype).itemsize
+
+
 def _index(plan: _Plan, s0: int, s1: int, t0: int, t1: int) -> list[slice]:
     idx = [slice(None)] * len(plan.shape)
     idx[plan.sample_axis] = slice(s0, s1)
@@ -909,23 +920,28 @@ def compute_field_metrics_arrays(
     source: str | Path = "<arrays>",
     pointwise: bool = True,
     spectral: bool = True,
+    kernel: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Stream already-open arrays (memmap, zarr, ndarray) through one pass.
 
     ``pointwise=False`` / ``spectral=False`` skip the direct-space metrics or the fRMSE
     bands (and omit their keys); used by the benchmark to time each part.
+    ``kernel`` picks the pointwise kernel: ``"numpy"``, ``"numba"`` (the compiled fused
+    loop of gates.field_kernels, needs numba) or ``"auto"``; None defers to the
+    GATES_FIELDS_KERNEL variable, then auto (numba for large inputs when installed).
     ``source`` names the data in error messages.
     """
     check_pair(pred, target, source)
     plan = _plan(tuple(pred.shape), layout, source)
     wd = _work_dtype(pred.dtype, target.dtype)
-    kernel = _Kernel(plan, layout, wd, pointwise=pointwise, spectral=spectral)
+    engine = choose(_nbytes(pred) + _nbytes(target), kernel)
+    kern = _Kernel(plan, layout, wd, pointwise=pointwise, spectral=spectral, engine=engine)
     itemsize = max(np.dtype(pred.dtype).itemsize, np.dtype(target.dtype).itemsize)
     native = _native_chunks(pred, plan)
     ranges = _chunk_ranges(plan, itemsize, max(1, int(chunk_bytes)), native)
     acc = _Partial.empty(plan.n_samples, plan.n_chan)
     for i, rng in enumerate(ranges):
-        acc.merge(rng[0], _read_partial(pred, target, plan, kernel, rng))
+        acc.merge(rng[0], _read_partial(pred, target, plan, kern, rng))
         if progress is not None:
             progress(i + 1, len(ranges))
     return _finalize(acc, plan, layout, pointwise=pointwise, spectral=spectral)
@@ -938,17 +954,20 @@ def compute_field_metrics(
     chunk_bytes: int = 64 << 20,
     progress: Callable[[int, int], None] | None = None,
     dask_scheduler: str | None = None,
+    kernel: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-sample metrics (keys in METRIC_NAMES, no ``field/`` prefix) for the file at path.
 
     ``progress(done_chunks, total_chunks)`` is called as chunks complete. With
     ``dask_scheduler`` (an address such as ``tcp://host:8786``) the same computation runs
-    as dask tasks on that distributed cluster (workers must see ``path``).
+    as dask tasks on that distributed cluster (workers must see ``path``). ``kernel``:
+    see compute_field_metrics_arrays.
     """
     pred, target = open_arrays(path)
     if dask_scheduler is None:
         return compute_field_metrics_arrays(
-            pred, target, layout, chunk_bytes=chunk_bytes, progress=progress, source=path
+            pred, target, layout, chunk_bytes=chunk_bytes, progress=progress, source=path,
+            kernel=kernel,
         )
     from distributed import Client
 
@@ -957,7 +976,7 @@ def compute_field_metrics(
     dp = _as_dask(pred, plan, itemsize, chunk_bytes)
     dt = _as_dask(target, plan, itemsize, chunk_bytes)
     with Client(dask_scheduler, set_as_default=True):
-        out = compute_field_metrics_dask(dp, dt, layout)
+        out = compute_field_metrics_dask(dp, dt, layout, kernel=kernel)
     if progress is not None:
         progress(1, 1)
     return out
@@ -989,12 +1008,15 @@ def compute_field_metrics_dask(
     pred: dask.array.Array,
     target: dask.array.Array,
     layout: FieldLayout = DEFAULT_LAYOUT,
+    *,
+    kernel: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Same metrics over dask arrays, on the current dask scheduler (e.g. a distributed Client).
 
     Space and channel axes are rechunked whole (slabs are never split); each block
-    yields per-sample partials with the NumPy kernel, combined here. Only those small
-    partials travel back to the client.
+    yields per-sample partials, combined here. Only those small partials travel back to
+    the client. ``kernel`` as in compute_field_metrics_arrays, resolved on each worker
+    (auto uses numba where the worker has it and the whole input is large enough).
     """
     import dask
 
@@ -1009,13 +1031,15 @@ def compute_field_metrics_dask(
     s_off = np.concatenate([[0], np.cumsum(pred.chunks[plan.sample_axis])])
     t_off = (np.concatenate([[0], np.cumsum(pred.chunks[plan.time_axis])])
              if plan.time_axis is not None else np.zeros(1, dtype=int))
+    total = _nbytes(pred) + _nbytes(target)
     pd = pred.to_delayed()
     td = target.to_delayed()
     tasks = []
     starts = []
     for bidx in np.ndindex(*pd.shape):
         t0 = int(t_off[bidx[plan.time_axis]]) if plan.time_axis is not None else 0
-        tasks.append(dask.delayed(_dask_block)(pd[bidx], td[bidx], plan, layout, wd, t0))
+        tasks.append(dask.delayed(_dask_block)(pd[bidx], td[bidx], plan, layout, wd, t0,
+                                               kernel, total))
         starts.append(int(s_off[bidx[plan.sample_axis]]))
     results = dask.compute(*tasks)
     acc = _Partial.empty(plan.n_samples, plan.n_chan)
@@ -1025,7 +1049,7 @@ def compute_field_metrics_dask(
 
 
 def _dask_block(p: np.ndarray, t: np.ndarray, plan: _Plan, layout: FieldLayout,
-                wd: np.dtype, t_offset: int) -> _Partial:
-    """One dask task: the NumPy kernel on an in-memory block."""
-    kernel = _Kernel(plan, layout, wd)
-    return _block_partial(np.asarray(p), np.asarray(t), plan, kernel, t_offset)
+                wd: np.dtype, t_offset: int, kernel: str | None, total: int) -> _Partial:
+    """One dask task: the chosen kernel on an in-memory block."""
+    kern = _Kernel(plan, layout, wd, engine=choose(total, kernel))
+    return _block_partial(np.asarray(p), np.asarray(t), plan, kern, t_offset)

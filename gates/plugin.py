@@ -170,15 +170,15 @@ class GateSession:
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         return self.context.header() if self.context else []
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_collection(self, session: pytest.Session) -> bool | None:
-        """Bad input: collect nothing, so the session ends with the one message."""
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config,
+                                      items: list[pytest.Item]) -> None:
+        """Bad input: run nothing (also on xdist workers), so the one message ends it."""
         if self.input_error is None:
-            return None
-        self.add(input_outcome(self.input_error))
-        session.items = []
-        session.testscollected = 0
-        return True
+            return
+        if items:
+            config.hook.pytest_deselected(items=list(items))
+            items.clear()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Collect outcomes from reports: one path for xdist workers and serial runs."""
@@ -197,6 +197,8 @@ class GateSession:
             return
         from gates.finish import finish_session
 
+        if self.input_error is not None:  # the controller learns of it here under xdist
+            self.outcomes = {"input": input_outcome(self.input_error)}
         self.result = finish_session(self.context, list(self.outcomes.values()),
                                      self.settings, int(exitstatus),
                                      input_error=self.input_error, charts=self.charts)

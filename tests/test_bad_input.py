@@ -219,3 +219,16 @@ def test_bad_values_fail_their_gates_and_never_promote(
     mine = [g for g in gates["gates"] if g["metric"] == metric]
     assert mine and all(g["status"] == "fail" for g in mine if g["kind"] == "regression")
     assert tree_digest(workspace.baselines) == before
+
+
+def test_bad_input_under_xdist_ends_the_same_way(pytester: pytest.Pytester,
+                                                 workspace: Workspace) -> None:
+    set_metric("nrmse", "0.1")(workspace)
+    before = tree_digest(workspace.baselines)
+    result = pytester.runpytest_subprocess(*workspace.args("-n", "2", "--promote"),
+                                           timeout=120)
+    assert result.ret == 1
+    lines = [line for line in result.outlines if "bad input:" in line]
+    assert len(lines) == 1 and "metric 'nrmse' must be a number" in lines[0]
+    assert json.loads((workspace.eval.parent / "gates.json").read_text())["verdict"] == "fail"
+    assert tree_digest(workspace.baselines) == before
