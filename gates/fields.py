@@ -329,7 +329,7 @@ class _Kernel:
 
     def _rows(self, x: np.ndarray, k: int, name: str) -> np.ndarray:
         """``x`` as contiguous (k, L) rows in the work dtype: a view when possible."""
-        if x.dtype == self.wd and x.flags.c_contiguous:
+        if self._is_rows(x):
             return x.reshape(k, self.L)
         buf = self._buf(name, (k, self.L))
         np.copyto(buf.reshape(x.shape), x, casting="same_kind")
@@ -353,21 +353,33 @@ class _Kernel:
         ns, nt = pc.shape[:2]
         st = _SlabStats.zeros(ns * nt, self.C)
         shape4 = self.plan.space + (self.C,)
+        fused = self.fused
+        if fused is not None and self._is_rows(pc) and self._is_rows(tc):
+            # already (k, L) rows in the work dtype: one call for the chunk, its rows
+            # split over the kernel's threads; the groups below only serve the FFT
+            fused(pc.reshape(ns * nt, self.L), tc.reshape(ns * nt, self.L), st, 0)
+            fused = None
+            if not self.spectral:
+                return st
         for a, b, ta, tb in self._groups(ns, nt):
             k = (b - a) * (tb - ta)
             j0 = a * nt + ta
             p2 = self._rows(pc[a:b, ta:tb], k, "p")
             t2 = self._rows(tc[a:b, ta:tb], k, "t")
             e2 = self._buf("e", (k, self.L)) if self.spectral else None
-            if self.fused is not None:
-                self.fused(p2, t2, st, j0)
-            elif self.pointwise:
+            if fused is not None:
+                fused(p2, t2, st, j0)
+            elif self.pointwise and self.fused is None:
                 self._pointwise_group(p2, t2, e2, st, j0)
             if e2 is not None:
                 if self.fused is not None or not self.pointwise:
                     np.subtract(p2, t2, out=e2)
                 self._fft_bands(e2.reshape((k,) + shape4), st, j0)
         return st
+
+    def _is_rows(self, x: np.ndarray) -> bool:
+        """True when ``x`` reshapes to contiguous (k, L) rows of the work dtype (a view)."""
+        return x.dtype == self.wd and x.flags.c_contiguous
 
     # pointwise sums -----------------------------------------------------------------
     # leaf quantities, in plane order: sum e, e^2, u^2, u, |e|, min(p, 0)

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gates.charts import ChartWorker
 from gates.context import GateContext, Settings
@@ -17,6 +17,9 @@ from gates.model import Kind, Outcome
 from gates.result import SessionResult
 from gates.runinfo import run_path
 from gates.store import _now
+
+if TYPE_CHECKING:
+    from gates.wandb_sink import RunStarter
 
 
 def order(outcomes: list[Outcome], ctx: GateContext | None) -> list[Outcome]:
@@ -27,7 +30,8 @@ def order(outcomes: list[Outcome], ctx: GateContext | None) -> list[Outcome]:
 
 def finish_session(ctx: GateContext | None, outcomes: list[Outcome], settings: Settings,
                    exitstatus: int, *, input_error: GateInputError | None = None,
-                   charts: ChartWorker | None = None) -> SessionResult:
+                   charts: ChartWorker | None = None,
+                   wandb_run: RunStarter | None = None) -> SessionResult:
     outcomes = order(outcomes, ctx)
     notes: list[str] = []
     ok = bool(outcomes) and all(o.passed for o in outcomes) and exitstatus == 0
@@ -47,7 +51,7 @@ def finish_session(ctx: GateContext | None, outcomes: list[Outcome], settings: S
         promote(ctx, result)
     write_local(ctx, result, charts)
     if ctx is not None and input_error is None:
-        log_wandb(ctx, result)
+        log_wandb(ctx, result, wandb_run)
     return result
 
 
@@ -157,14 +161,15 @@ def build_dashboards(ctx: GateContext, result: SessionResult) -> Any:
     return boards
 
 
-def log_wandb(ctx: GateContext, result: SessionResult) -> None:
+def log_wandb(ctx: GateContext, result: SessionResult,
+              started: RunStarter | None = None) -> None:
     """Log to W&B; any trouble is one warning line and nothing else."""
     if ctx.settings.wandb == "off":
         return
     try:
         from gates.wandb_sink import log_session
 
-        result.wandb_run_dir = log_session(ctx, result)
+        result.wandb_run_dir = log_session(ctx, result, started)
     except Exception as exc:  # noqa: BLE001 - W&B never changes a verdict
         message = f"W&B logging skipped: {type(exc).__name__}: {exc}".splitlines()[0]
         result.notes.append(message)

@@ -36,9 +36,11 @@ def not_finite(kind: str, metric: str, current: float, baseline: float | None,
 
 def missing_metric(kind: str, metric: str, baseline: float | None, where: str,
                    check: str | None = None) -> Outcome:
+    why = ("the champion has it" if baseline is not None
+           else "the suite policy requires it")
     return Outcome(gate_id(kind, metric, check), kind, metric, Status.FAIL, None, baseline,
-                   message=f"{metric} is missing from the {where}; the champion has it "
-                           "(mark it optional in the suite policy if that is intended)")
+                   message=f"{metric} is missing from the {where}; {why} (mark it optional "
+                           "in the suite policy if that is intended)")
 
 
 def regression(metric: str, current: float | None, baseline: float | None, policy: Policy,

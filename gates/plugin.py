@@ -22,6 +22,7 @@ from gates.model import Kind, Outcome, Status
 if TYPE_CHECKING:
     from gates.charts import ChartWorker
     from gates.result import SessionResult
+    from gates.wandb_sink import RunStarter
 
 PROPERTY = "gate_outcome"
 PACKAGE_DIR = Path(__file__).parent.resolve()
@@ -115,6 +116,7 @@ class GateSession:
         self.result: SessionResult | None = None
         self.active = False
         self.charts: ChartWorker | None = None
+        self.wandb_run: RunStarter | None = None
 
     @property
     def is_worker(self) -> bool:
@@ -165,7 +167,11 @@ class GateSession:
             if self.context is not None and not self.is_worker:
                 from gates.charts import ChartWorker
 
-                self.charts = ChartWorker()
+                self.charts = ChartWorker()  # forks: before any thread of ours starts
+                if self.settings.wandb != "off":
+                    from gates.wandb_sink import RunStarter
+
+                    self.wandb_run = RunStarter(self.context)
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         return self.context.header() if self.context else []
@@ -201,7 +207,8 @@ class GateSession:
             self.outcomes = {"input": input_outcome(self.input_error)}
         self.result = finish_session(self.context, list(self.outcomes.values()),
                                      self.settings, int(exitstatus),
-                                     input_error=self.input_error, charts=self.charts)
+                                     input_error=self.input_error, charts=self.charts,
+                                     wandb_run=self.wandb_run)
         if self.result.exit_code and exitstatus in (pytest.ExitCode.OK,
                                                     pytest.ExitCode.NO_TESTS_COLLECTED):
             session.exitstatus = self.result.exit_code

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,7 @@ def summary_values(result: SessionResult) -> dict[str, Any]:
     return values
 
 
-def init_options(ctx: GateContext, result: SessionResult, mode: str) -> dict[str, Any]:
+def init_options(ctx: GateContext, mode: str) -> dict[str, Any]:
     """Where the run goes: the evaluation's own run (online, id known) or a gates run
     beside it, in its group, carrying its id."""
     info = ctx.run_info
@@ -108,10 +109,12 @@ def init_options(ctx: GateContext, result: SessionResult, mode: str) -> dict[str
         "project": info.get("project") or os.environ.get("WANDB_PROJECT") or PROJECT,
         "entity": info.get("entity") or os.environ.get("WANDB_ENTITY") or None,
         "mode": mode,
-        "dir": os.environ.get("WANDB_DIR") or str(result.out_dir),
-        "config": {"gates": {"eval_run_id": info.get("id") or ctx.evaluation.run_id,
-                             "eval": result.eval_path, "suite": result.suite,
-                             "baseline_version": result.baseline_version}},
+        "dir": os.environ.get("WANDB_DIR") or str(ctx.out_dir),
+        "config": {"gates": {
+            "eval_run_id": info.get("id") or ctx.evaluation.run_id,
+            "eval": str(ctx.evaluation.path) if ctx.evaluation.path else None,
+            "suite": ctx.suite,
+            "baseline_version": ctx.champion.version if ctx.champion else None}},
     }
     if mode == "online" and info.get("id"):
         options.update(id=info["id"], resume="allow")
@@ -121,19 +124,60 @@ def init_options(ctx: GateContext, result: SessionResult, mode: str) -> dict[str
     return options
 
 
-def log_session(ctx: GateContext, result: SessionResult) -> Path | None:
-    """Log the whole session to one W&B run; returns the offline run folder, if any."""
+class RunStarter:
+    """Imports wandb and opens the run in a thread while the gates run.
+
+    ``import wandb`` and ``wandb.init`` (which starts W&B's helper process) cost over a
+    second, a fixed price per session; started at session start they overlap the gate
+    checks instead of adding to the end. Nothing is logged until the session ends.
+    """
+
+    def __init__(self, ctx: GateContext) -> None:
+        self.run: Any = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._start, args=(ctx,), daemon=True,
+                                        name="gates-wandb-init")
+        self._thread.start()
+
+    def _start(self, ctx: GateContext) -> None:
+        try:
+            self.run = open_run(ctx)
+        except BaseException as exc:  # noqa: BLE001 - reported at the end, never raised here
+            self.error = exc
+
+    def result(self) -> Any:
+        """The open run, or the exception that prevented it."""
+        self._thread.join(timeout=_init_timeout() + 30)
+        if self._thread.is_alive():
+            raise TimeoutError("wandb.init did not return")
+        if self.error is not None:
+            raise self.error
+        return self.run
+
+
+def _init_timeout() -> float:
+    return float(os.environ.get("GATES_WANDB_INIT_TIMEOUT", "60"))
+
+
+def open_run(ctx: GateContext) -> Any:
     import wandb
 
     mode = ctx.settings.wandb
     if mode not in ("offline", "online"):
         raise ValueError(f"--wandb must be off, offline or online, got {mode!r}")
-    init = init_options(ctx, result, mode)
-    init["settings"] = wandb.Settings(
-        init_timeout=float(os.environ.get("GATES_WANDB_INIT_TIMEOUT", "60")),
-        x_disable_stats=True, console="off", silent=True)
+    init = init_options(ctx, mode)
+    init["settings"] = wandb.Settings(init_timeout=_init_timeout(), x_disable_stats=True,
+                                      console="off", silent=True)
     Path(init["dir"]).mkdir(parents=True, exist_ok=True)
-    run = wandb.init(**init)
+    return wandb.init(**init)
+
+
+def log_session(ctx: GateContext, result: SessionResult,
+                starter: RunStarter | None = None) -> Path | None:
+    """Log the whole session to one W&B run; returns the offline run folder, if any."""
+    import wandb
+
+    run = starter.result() if starter is not None else open_run(ctx)
     try:
         run.log(_payload(wandb, result))
         run.summary.update(summary_values(result))
@@ -149,7 +193,7 @@ def log_session(ctx: GateContext, result: SessionResult) -> Path | None:
                       wait_duration=ALERT_WAIT)
         if result.promoted and result.new_baseline_version is not None:
             _log_baseline(wandb, run, ctx, result.new_baseline_version)
-        run_dir = Path(run.dir).parent if mode == "offline" else None
+        run_dir = Path(run.dir).parent if ctx.settings.wandb == "offline" else None
     finally:
         run.finish()
     return run_dir

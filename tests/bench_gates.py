@@ -32,7 +32,7 @@ def synthetic(folder: Path, n: int) -> tuple[Path, Path]:
     rng = np.random.default_rng(0)
     names = [f"{KINDS[i % 5]}@{i}" for i in range(n)]
     base = dict(zip(names, rng.uniform(0.01, 1.0, n).tolist(), strict=True))
-    base.update(conservation_gap=0.1, bc_violation=0.01, negativity_penalty=0.0)
+    base.update(nrmse=0.05, conservation_gap=0.1, bc_violation=0.01, negativity_penalty=0.0)
     current = {k: v * 0.97 for k, v in base.items()}
     report = folder / "eval.json"
     report.write_text(json.dumps({"metrics": current, "extra": {"suite": "synthetic"}}))
@@ -68,7 +68,7 @@ def gates_cmd(report: Path, store: Path, wandb: str) -> list[str]:
 @pytest.mark.slow
 def test_session_at_1000_metrics_against_bare_pytest(tmp_path: Path) -> None:
     report, store = synthetic(tmp_path, 1000)
-    gates = 1000 + 3 + 2 + 1  # regression, ceilings, spikes, promotion
+    gates = 1001 + 3 + 2 + 1  # regression (1,000 horizons and nrmse), physics, promotion
     (tmp_path / "test_bare.py").write_text(
         f"import pytest\n\n\n@pytest.mark.parametrize('i', range({gates}))\n"
         "def test_bare(i):\n    pass\n")

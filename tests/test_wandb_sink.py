@@ -247,7 +247,6 @@ def test_online_resumes_the_evaluation_run_offline_sits_beside_it(
         workspace: Workspace, mode: str, resumes: bool) -> None:
     """Online W&B cannot be reached here: this checks where the run would go."""
     from gates.context import Settings, load_context
-    from gates.finish import finish_session
     from gates.wandb_sink import init_options
 
     info = workspace.root / "info.json"
@@ -255,8 +254,7 @@ def test_online_resumes_the_evaluation_run_offline_sits_beside_it(
                                 "entity": "lab", "group": "sweep-3"}))
     ctx = load_context(Settings(eval=workspace.eval, baselines=workspace.baselines,
                                 wandb="off", wandb_info=info))
-    result = finish_session(ctx, ctx.planned, ctx.settings, 0)
-    options = init_options(ctx, result, mode)
+    options = init_options(ctx, mode)
     assert options["project"] == "surrogates" and options["entity"] == "lab"
     assert options["config"]["gates"]["eval_run_id"] == "ev123"
     if resumes:
