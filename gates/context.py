@@ -109,17 +109,18 @@ def load_context(settings: Settings,
     champion = store.champion(suite)
     if settings.arrays is not None:
         _add_field_metrics(evaluation, settings, policy, progress)
-    if settings.gates_out is not None:
-        out_dir = settings.resolve(settings.gates_out)
-    elif bundled:
-        out_dir = settings.workdir / SAMPLE_OUT
-    else:
-        out_dir = report.parent
-    assert out_dir is not None
+    out_dir = output_dir(settings)
     run_info = load_run_info(settings.resolve(settings.wandb_info))
     ctx = GateContext(settings, evaluation, store, suite, policy, champion, out_dir, run_info)
     plan(ctx)
     return ctx
+
+
+def output_dir(settings: Settings) -> Path:
+    """``--gates-out``, else the report's folder (``./gates-report`` for the sample)."""
+    chosen = settings.gates_out or (settings.eval.parent if settings.eval else None)
+    resolved = settings.resolve(chosen)
+    return resolved if resolved is not None else settings.workdir / SAMPLE_OUT
 
 
 def _choose_suite(settings: Settings, store: BaselineStore, evaluation: Evaluation) -> str:

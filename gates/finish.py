@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gates.charts import ChartWorker
-from gates.context import GateContext, Settings
+from gates.context import GateContext, Settings, output_dir
 from gates.errors import GateInputError, PromotionConflict
 from gates.model import Kind, Outcome
 from gates.result import SessionResult
 from gates.runinfo import run_path
-from gates.store import _now
+from gates.store import utc_now
 
 if TYPE_CHECKING:
     from gates.wandb_sink import RunStarter
@@ -43,7 +43,7 @@ def finish_session(ctx: GateContext | None, outcomes: list[Outcome], settings: S
         suite=ctx.suite if ctx else settings.suite,
         baseline_version=ctx.champion.version if ctx and ctx.champion else None,
         eval_path=_eval_path(ctx, settings),
-        out_dir=_out_dir(ctx, settings),
+        out_dir=ctx.out_dir if ctx else output_dir(settings),
         notes=notes,
         exit_code=0 if ok else 1,
     )
@@ -59,17 +59,6 @@ def _eval_path(ctx: GateContext | None, settings: Settings) -> str | None:
     if ctx is not None and ctx.evaluation.path is not None:
         return str(ctx.evaluation.path)
     return str(settings.eval) if settings.eval else None
-
-
-def _out_dir(ctx: GateContext | None, settings: Settings) -> Path:
-    if ctx is not None:
-        return ctx.out_dir
-    if settings.gates_out is not None:
-        return settings.resolve(settings.gates_out) or Path.cwd()
-    if settings.eval is not None:
-        resolved = settings.resolve(settings.eval)
-        return resolved.parent if resolved else Path.cwd()
-    return settings.workdir / "gates-report"
 
 
 def promote(ctx: GateContext, result: SessionResult) -> None:
@@ -104,7 +93,7 @@ def provenance_of(ctx: GateContext, result: SessionResult) -> dict[str, Any]:
         "eval_sha256": ev.sha256,
         "eval_format": ev.format,
         "samples": str(ev.samples_path) if ev.samples_path else None,
-        "timestamp": _now(),
+        "timestamp": utc_now(),
         "promoted_by": f"pytest gates --promote ({_user()})",
         "promoted_from": f"v{ctx.champion.version}" if ctx.champion else None,
         "gates": result.counts(),

@@ -42,7 +42,7 @@ HISTORY = "history.jsonl"
 POLICY = "policy.toml"
 
 
-def _now() -> str:
+def utc_now() -> str:
     fixed = os.environ.get("SOURCE_DATE_EPOCH")
     moment = datetime.fromtimestamp(int(fixed), UTC) if fixed else datetime.now(UTC)
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -186,7 +186,7 @@ class BaselineStore:
             _fsync_dir(versions)
             self._move_pointer(folder, number)
             self._append_history(folder, {"event": "promote", "from": current, "to": number,
-                                          "time": provenance.get("timestamp", _now()),
+                                          "time": provenance.get("timestamp", utc_now()),
                                           "by": provenance.get("promoted_by")})
             return number
 
@@ -208,7 +208,7 @@ class BaselineStore:
                 raise GateInputError(folder, f"version {to} does not exist")
             self._move_pointer(folder, to)
             self._append_history(folder, {"event": "rollback", "from": current, "to": to,
-                                          "time": _now(), "by": _who()})
+                                          "time": utc_now(), "by": _who()})
             return current, to
 
     def _write_version(self, staging: Path, suite: str, number: int, parent: int | None,
