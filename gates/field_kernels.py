@@ -12,15 +12,16 @@ summed more accurately than by the NumPy kernel's float32 leaves; float64 result
 with the NumPy kernel to float64 rounding (different summation order only). The loop is
 compiled with ``reassoc`` so LLVM can vectorise the sums, but ``p - t`` and ``t - t0``
 are emitted as flagged subtractions that the fast-math pass leaves alone, so the
-compiler can never re-associate them into ``sum p - sum t`` (which would cancel). Sums
-run in blocks of ``_BLOCK`` points added into float64 totals. max |e| is an integer max
+compiler is not allowed to re-associate them into ``sum p - sum t`` (which would cancel).
+Sums run in blocks of ``_BLOCK`` points added into float64 totals. max |e| is an integer max
 of the float64 bit patterns (non-negative floats order like their bits, NaN above inf),
 which vectorises without fast-math on NaN and still propagates NaN like np.max.
 
 Compilation happens on first use in the process (no ``cache=True``: that would write
-into the installed package); one specialisation per channel count, dtype and
-serial/parallel variant. ``choose`` decides, per computation, whether the work is large
-enough to repay it (GATES_FIELDS_KERNEL=numpy|numba|auto overrides).
+into the installed package): ~1.5-2 s, numba's import included, then ~1 s for each other
+channel count, dtype or nonnegative setting. ``choose`` decides, per computation,
+whether the input is large enough to repay it (GATES_FIELDS_KERNEL=numpy|numba|auto
+overrides); the choice depends only on the input, never on what ran before.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -49,11 +50,14 @@ __all__ = [
 KERNEL_ENV = "GATES_FIELDS_KERNEL"
 """Environment override: ``numpy``, ``numba`` or ``auto`` (the default)."""
 
-MIN_BYTES = 1 << 30
+MIN_BYTES = 12 << 30
 """Auto mode uses numba when pred + target hold at least this many bytes.
 
-Compiling costs ~1-2 s once per process; the fused loop saves ~0.25 s per GB read
-(~4 GB/s NumPy kernel vs ~20 GB/s), so it pays off from a few GiB on, see the README.
+numba's first use in a process costs ~1.8 s (import ~0.3 s, compilation ~1.5 s); on the
+2-core reference machine the fused loop saves ~0.16 s per GB with the pointwise metrics
+alone (~4.9 -> ~19.5 GB/s) and ~0.13 s per GB with every metric (the FFT dominates), so
+it is repaid from ~11-13 GiB. More cores move that lower (the loop is threaded, the NumPy
+kernel is not): set GATES_FIELDS_KERNEL=numba, or pass kernel="numba", to use it anyway.
 """
 
 _KINDS = {"none": 0, "periodic": 1, "dirichlet": 2}
@@ -61,7 +65,7 @@ _SPLIT_BYTES = 8 << 20  # bytes of pred + target per thread before a call is spl
 _BLOCK = 4096  # points summed in block accumulators before the float64 totals
 _FASTMATH = {"reassoc", "contract", "nsz"}  # no nnan/ninf: NaN must propagate
 
-Engine = str  # "numpy" | "numba"
+Engine = Literal["numpy", "numba"]
 
 
 @functools.cache
@@ -91,18 +95,19 @@ def choose(total_bytes: int, kernel: str | None = None) -> Engine:
         )
     if choice == "auto":
         return "numba" if total_bytes >= MIN_BYTES and numba_available() else "numpy"
-    return choice
+    return "numba" if choice == "numba" else "numpy"
 
 
 # --------------------------------------------------------------------------- compiled code
 
 
-def _loop_source(channels: int, block: int) -> str:
+def _loop_source(channels: int, nonnegative: bool, block: int) -> str:
     """Source of the fused kernel for a fixed channel count.
 
     Channel c of a slab row sits at every C-th value; writing one scalar accumulator per
     (quantity, channel) keeps them in registers and lets LLVM vectorise the C-strided
-    loop (accumulator arrays indexed by a runtime channel would live in memory).
+    loop (accumulator arrays indexed by a runtime channel would live in memory). The
+    negativity sum is only emitted when the layout counts it (3 of ~14 operations).
     """
     c_range = range(channels)
     body = [
@@ -149,8 +154,9 @@ def _loop_source(channels: int, block: int) -> str:
             "                a = abs(e)",
             "                s_ae += a",
             "                mx = max(mx, _bits(a))",
-            "                s_neg += pv if not (pv >= 0.0) else 0.0",
         ]
+        if nonnegative:  # min(p, 0) that keeps NaN, as np.minimum does
+            body.append("                s_neg += pv if not (pv >= 0.0) else 0.0")
     body += ["            tot_ae += s_ae", "            tot_neg += s_neg"]
     body += [f"            tse_{c} += s_e_{c}; tse2_{c} += s_e2_{c}; "
              f"tsu_{c} += s_u_{c}; tsu2_{c} += s_u2_{c}" for c in c_range]
@@ -164,7 +170,7 @@ def _loop_source(channels: int, block: int) -> str:
         ]
     body += [
         "        sae[r] = tot_ae",
-        "        neg[r] = -tot_neg",
+        "        neg[r] = 0.0 - tot_neg",
         "        maxbits[r] = mx",
         f"        bse2[r], bcn[r], bcd[r] = _faces(pr, tr, space, {channels}, kind, dval)",
     ]
@@ -172,14 +178,26 @@ def _loop_source(channels: int, block: int) -> str:
 
 
 @functools.cache
-def _compiled(channels: int) -> Callable[..., None]:
+def _compiled(channels: int, nonnegative: bool) -> Callable[..., None]:
     """The numba dispatcher for one channel count (compiled per dtype on first call)."""
+    import numba
+
+    namespace = dict(_helpers())
+    source = _loop_source(channels, nonnegative, _BLOCK)
+    exec(compile(source, f"<fused C={channels}>", "exec"), namespace)
+    fn: Callable[..., None] = numba.njit(nogil=True, fastmath=_FASTMATH)(namespace["fused"])
+    return fn
+
+
+@functools.cache
+def _helpers() -> dict[str, Any]:
+    """Globals of the generated loop: np, the two intrinsics and the face sums."""
     import numba
     from llvmlite import ir
     from numba.core import types
     from numba.extending import intrinsic
 
-    @intrinsic  # type: ignore[misc]
+    @intrinsic
     def _bits(typingctx: Any, x: Any) -> Any:
         """float64 -> int64 bit pattern (a plain bitcast)."""
         sig = types.int64(types.float64)
@@ -189,9 +207,13 @@ def _compiled(channels: int) -> Callable[..., None]:
 
         return sig, codegen
 
-    @intrinsic  # type: ignore[misc]
+    @intrinsic
     def _sub(typingctx: Any, a: Any, b: Any) -> Any:
-        """a - b with its own (harmless) flag, so the fast-math pass adds no reassoc."""
+        """a - b carrying its own flag (arcp, meaningless for a subtraction).
+
+        numba's fast-math pass only flags instructions that have none, so this one
+        never gets ``reassoc``: LLVM may not fold it into the surrounding sums.
+        """
         sig = types.float64(types.float64, types.float64)
 
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
@@ -202,10 +224,7 @@ def _compiled(channels: int) -> Callable[..., None]:
         return sig, codegen
 
     faces = numba.njit(nogil=True, fastmath=_FASTMATH)(_faces_py)
-    namespace: dict[str, Any] = {"np": np, "_bits": _bits, "_sub": _sub, "_faces": faces}
-    exec(compile(_loop_source(channels, _BLOCK), f"<fused C={channels}>", "exec"), namespace)
-    fn: Callable[..., None] = numba.njit(nogil=True, fastmath=_FASTMATH)(namespace["fused"])
-    return fn
+    return {"np": np, "_bits": _bits, "_sub": _sub, "_faces": faces}
 
 
 def _faces_py(pr: Any, tr: Any, space: Any, channels: int, kind: int,
@@ -214,58 +233,38 @@ def _faces_py(pr: Any, tr: Any, space: Any, channels: int, kind: int,
 
     Returns (sum e^2 on the faces, bcn, bcd) as gates.fields._Kernel._boundary defines
     them: the faces are the points with some spatial index 0 or n-1, each counted once;
-    periodic bcn/bcd run over the seam of every axis with n >= 3. The row is walked as
-    lines along the last axis: a line lying on a face of an earlier axis counts whole,
-    any other line only its first and last point (and, periodic, its seam).
+    periodic bcn/bcd run over the seam of every axis with n >= 3. The row is seen as
+    lines along the last axis: a line on a face of an earlier axis counts whole, any
+    other line its first and last point. (Kept this plain: it compiles in a third of the
+    time of a version with more loops, and runs as fast.)
     """
     nd = space.size
     n_last = space[nd - 1]
     row = n_last * channels
     n_lines = pr.size // row
-    idx = np.zeros(nd, np.int64)  # line index over the earlier axes (an odometer)
-    on_face = nd - 1  # earlier axes whose index is 0 or n-1: all at the first line
     bse2 = 0.0
-    bcn = 0.0
+    bcn = 0.0  # dirichlet: sum |p - dval| on the faces; periodic: seam jumps
     bcd = 0.0
     for li in range(n_lines):
-        base = li * row
-        for part in range(1 if on_face > 0 or n_last == 1 else 2):
-            if on_face > 0:
-                lo = base
-                hi = base + row
-            elif part == 0:  # first point of the line
-                lo = base
-                hi = base + channels
-            else:  # last point
-                lo = base + row - channels
-                hi = base + row
-            for j in range(lo, hi):
+        q = li
+        whole = False
+        for ax in range(nd - 2, -1, -1):  # the line's index along the earlier axes
+            n = space[ax]
+            ix = q % n
+            q //= n
+            whole = whole or ix == 0 or ix == n - 1
+        step = 1 if whole or n_last <= 2 else n_last - 1
+        for x in range(0, n_last, step):
+            for j in range(li * row + x * channels, li * row + (x + 1) * channels):
                 pv = np.float64(pr[j])
                 e = pv - np.float64(tr[j])
                 bse2 += e * e
-                if kind == 2:
-                    bcn += abs(pv - dval)
-        if kind == 1 and n_last >= 3:  # seam of the last axis
-            for j in range(base, base + channels):
-                x0 = np.float64(pr[j])
-                x1 = np.float64(pr[j + channels])
-                xm = np.float64(pr[j + row - 2 * channels])
-                xl = np.float64(pr[j + row - channels])
-                bcn += abs(x0 - xl)
-                bcd += abs(x1 - x0) + abs(xl - xm)
-        ax = nd - 2
-        while ax >= 0:  # next line: advance the odometer, tracking on_face
-            n = space[ax]
-            old = idx[ax]
-            new = old + 1 if old + 1 < n else 0
-            idx[ax] = new
-            on_face += (new == 0 or new == n - 1) - (old == 0 or old == n - 1)
-            if new != 0:
-                break
-            ax -= 1
-    if kind == 1:  # seams of the earlier axes: whole hyperplanes, contiguous runs
-        stride = row
-        for ax in range(nd - 2, -1, -1):
+                bcn += abs(pv - dval)
+    if kind != 2:
+        bcn = 0.0
+    if kind == 1:
+        stride = channels
+        for ax in range(nd - 1, -1, -1):
             n = space[ax]
             if n >= 3:
                 for b0 in range(0, pr.size, n * stride):
@@ -294,9 +293,11 @@ class FusedSums:
     """
 
     def __init__(self, space: tuple[int, ...], channels: int, boundary: str,
-                 dirichlet_value: float, *, threads: int | None = None) -> None:
+                 dirichlet_value: float, nonnegative: bool, *,
+                 threads: int | None = None) -> None:
         self.space = np.asarray(space, dtype=np.int64)
         self.channels = int(channels)
+        self.nonnegative = bool(nonnegative)
         self.kind = _KINDS[boundary]
         self.dval = float(dirichlet_value)
         self.threads = default_threads() if threads is None else max(1, int(threads))
@@ -306,7 +307,7 @@ class FusedSums:
 
         ``p2``/``t2``: C-contiguous (k, L) rows of one dtype (float32 or float64).
         """
-        fn = _compiled(self.channels)
+        fn = _compiled(self.channels, self.nonnegative)
         p2 = _readonly(p2)
         t2 = _readonly(t2)
         k = p2.shape[0]
@@ -334,7 +335,7 @@ def default_threads() -> int:
     """Threads for the fused loop: numba's NUMBA_NUM_THREADS (default: usable cores)."""
     import numba
 
-    return max(1, int(numba.config.NUMBA_NUM_THREADS))
+    return max(1, int(getattr(numba.config, "NUMBA_NUM_THREADS", 0) or os.cpu_count() or 1))
 
 
 @functools.cache
@@ -352,7 +353,7 @@ def _readonly(x: np.ndarray) -> np.ndarray:
     return v
 
 
-def warm_up(channels: int = 1, dtype: Any = np.float32) -> float:
+def warm_up(channels: int = 1, dtype: Any = np.float32, nonnegative: bool = False) -> float:
     """Compile the kernel a computation with this channel count and dtype will use.
 
     Returns the seconds spent, numba's import included (~0 once compiled); the
@@ -362,5 +363,6 @@ def warm_up(channels: int = 1, dtype: Any = np.float32) -> float:
 
     t0 = time.perf_counter()
     p = np.zeros((1, 12 * channels), dtype=dtype)
-    FusedSums((3, 4), channels, "periodic", 0.0, threads=1)(p, p, _SlabStats.zeros(1, channels), 0)
+    fused = FusedSums((3, 4), channels, "periodic", 0.0, nonnegative, threads=1)
+    fused(p, p, _SlabStats.zeros(1, channels), 0)
     return time.perf_counter() - t0

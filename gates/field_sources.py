@@ -170,11 +170,14 @@ def _mapped_window(
     strides: tuple[int, ...],
     dtype: np.dtype,
     index: Sequence[slice],
+    populate: bool = True,
 ) -> np.ndarray:
     """Map only the bytes covering ``arr[index]``; unmapped when the result is released.
 
     ``MAP_POPULATE`` pre-faults the window in one kernel call, which is cheaper than a
-    page fault per 64 KiB while computing.
+    page fault per 64 KiB while NumPy computes. ``populate=False`` leaves the faults to
+    the first reader: the compiled kernel's threads then take them in parallel, and
+    they overlap with its arithmetic.
     """
     lo = 0
     hi = 0
@@ -191,7 +194,7 @@ def _mapped_window(
     begin = file_offset + lo
     end = file_offset + hi + itemsize
     aligned = begin - begin % mmap.ALLOCATIONGRANULARITY
-    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+    flags = mmap.MAP_SHARED | (getattr(mmap, "MAP_POPULATE", 0) if populate else 0)
     with open(filename, "rb") as fh:
         mm = mmap.mmap(
             fh.fileno(), end - aligned, flags=flags, prot=mmap.PROT_READ, offset=aligned
@@ -201,11 +204,15 @@ def _mapped_window(
     )
 
 
-def read_block(arr: Any, index: Sequence[slice]) -> np.ndarray:
-    """``arr[index]`` as a NumPy array, memory-mapping just that window for .npy memmaps."""
+def read_block(arr: Any, index: Sequence[slice], *, populate: bool = True) -> np.ndarray:
+    """``arr[index]`` as a NumPy array, memory-mapping just that window for .npy memmaps.
+
+    ``populate``: pre-fault the mapped window (see ``_mapped_window``).
+    """
     if _window_mappable(arr):
         return _mapped_window(
-            str(arr.filename), int(arr.offset), arr.shape, arr.strides, arr.dtype, index
+            str(arr.filename), int(arr.offset), arr.shape, arr.strides, arr.dtype, index,
+            populate,
         )
     if isinstance(arr, NpyFile):
         return arr.window(index)

@@ -20,9 +20,16 @@ cache-sized blocks of whole (sample, time) slabs with preallocated buffers, so e
 memory is about 2 x chunk_bytes plus a few 4 MiB buffers (a single slab is never split,
 so a slab larger than that sets the buffer size instead).
 
-Precision: float32 input is read as float32; a float32 partial sum never covers more
-than 256 values (a leaf) before it is added in float64, and face/boundary terms are
-float64 throughout. Spatial variance uses sums of ``t - t0`` (t0 = the slab's first
+Two interchangeable kernels compute the pointwise sums: the NumPy one below (``_Kernel``)
+and, when numba is installed (the ``fast`` extra), a compiled loop that reads each value
+once (gates.field_kernels; compiled on first use, so it is only chosen automatically for
+inputs large enough to repay that, or when asked: ``kernel=`` or GATES_FIELDS_KERNEL).
+Both give the same float64 results to rounding; the compiled one sums float32 input in
+float64 from the first operation. The FFT bands always use NumPy.
+
+Precision (NumPy kernel): float32 input is read as float32; a float32 partial sum never
+covers more than 256 values (a leaf) before it is added in float64, and face/boundary
+terms are float64 throughout. Spatial variance uses sums of ``t - t0`` (t0 = the slab's first
 target value) so a large offset does not cancel it away. The FFT runs in the input
 precision (complex64 for float32), its band energies are summed in 256-value leaves.
 Results for one slab do not depend on chunking or on dask's block layout.
@@ -174,6 +181,13 @@ class _Plan:
         return math.prod(self.space)
 
     @property
+    def in_order(self) -> bool:
+        """True when the axes already are (sample, time, space..., channel): no transpose."""
+        order = [self.sample_axis, self.time_axis, *self.space_axes, self.channel_axis]
+        present = [a for a in order if a is not None]
+        return present == list(range(len(self.shape)))
+
+    @property
     def n_boundary(self) -> int:
         """Grid points on the box surface (any index 0 or n-1), each counted once."""
         return self.points - math.prod(max(n - 2, 0) for n in self.space)
@@ -268,7 +282,8 @@ class _SlabStats:
 class _Kernel:
     """Fused per-chunk computation with buffers reused across chunks.
 
-    Cheap to build; the dask path builds one per task.
+    Cheap to build; the dask path builds one per task. ``engine="numba"`` hands the
+    pointwise and face sums to gates.field_kernels.FusedSums (the FFT stays here).
     """
 
     def __init__(self, plan: _Plan, layout: FieldLayout, dtype: np.dtype, *,
@@ -304,8 +319,9 @@ class _Kernel:
         self.col_per_slab = (self.P // n_last) * cols.size
         if spectral:
             self._spectral_setup()
-        # engine "numba": one compiled pass per group replaces _pointwise_group
-        self.fused = (FusedSums(plan.space, self.C, layout.boundary, layout.dirichlet_value)
+        # engine "numba": one compiled pass replaces _pointwise_group
+        self.fused = (FusedSums(plan.space, self.C, layout.boundary, layout.dirichlet_value,
+                                layout.nonnegative)
                       if engine == "numba" and pointwise else None)
 
     # buffers ------------------------------------------------------------------------
@@ -376,6 +392,14 @@ class _Kernel:
                     np.subtract(p2, t2, out=e2)
                 self._fft_bands(e2.reshape((k,) + shape4), st, j0)
         return st
+
+    def reads_in_place(self, dtype: Any) -> bool:
+        """True when the compiled loop reads chunks of this dtype straight from the window.
+
+        Then a mapped window is not pre-faulted: the loop's threads take the page faults
+        in parallel, overlapped with arithmetic (NumPy is better off with MAP_POPULATE).
+        """
+        return self.fused is not None and self.plan.in_order and np.dtype(dtype) == self.wd
 
     def _is_rows(self, x: np.ndarray) -> bool:
         """True when ``x`` reshapes to contiguous (k, L) rows of the work dtype (a view)."""
@@ -919,7 +943,9 @@ def _read_partial(pred: Any, target: Any, plan: _Plan, kernel: _Kernel,
                   rng: tuple[int, int, int, int]) -> _Partial:
     """Read one chunk (mapped window / zarr read), reduce it, release it on return."""
     idx = _index(plan, *rng)
-    return _block_partial(read_block(pred, idx), read_block(target, idx), plan, kernel, rng[2])
+    p = read_block(pred, idx, populate=not kernel.reads_in_place(pred.dtype))
+    t = read_block(target, idx, populate=not kernel.reads_in_place(target.dtype))
+    return _block_partial(p, t, plan, kernel, rng[2])
 
 
 def compute_field_metrics_arrays(

@@ -56,8 +56,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         if name != "strict":  # pytest owns --strict (its strict mode); the gates read it
             group.addoption(FLAG_NAMES[name], dest=f"gates_{name}", default=None,
                             help=help_text, **extra)
-        parser.addini(f"gates_{name}", help_text,
-                      type="bool" if extra.get("action") == "store_true" else "string")
+        if extra.get("action") == "store_true":
+            parser.addini(f"gates_{name}", help_text, type="bool")
+        else:
+            parser.addini(f"gates_{name}", help_text, type="string")
 
 
 def _option(config: pytest.Config, name: str) -> Any:

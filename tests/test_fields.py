@@ -8,8 +8,11 @@ chunk combination shows up as a mismatch.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import pickle
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from hypothesis import strategies as st
 
 from gates.errors import GateInputError
 from gates.fields import (
+    DEFAULT_LAYOUT,
     EPS,
     METRIC_DOCS,
     METRIC_NAMES,
@@ -543,3 +547,178 @@ def test_dask_function_directly(cluster: Any) -> None:
                                          da.from_array(target, chunks=(1, 5, 9, 7, 1)), layout)
     for name in METRIC_NAMES:  # per-slab sums do not depend on the block decomposition
         assert _rel_diff(got[name], want[name]) <= 1e-10, name
+
+
+# --------------------------------------------------------------------------- numba kernel
+
+POINTWISE = tuple(n for n in METRIC_NAMES if not n.startswith("frmse"))
+
+
+def _both(pred: Any, target: Any, layout: FieldLayout = DEFAULT_LAYOUT,
+          **kw: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(numba, numpy) results of compute_field_metrics_arrays for the same input."""
+    pytest.importorskip("numba")
+    return (compute_field_metrics_arrays(pred, target, layout, kernel="numba", **kw),
+            compute_field_metrics_arrays(pred, target, layout, kernel="numpy", **kw))
+
+
+def _assert_kernels_agree(got: dict[str, np.ndarray], want: dict[str, np.ndarray],
+                          rtol: float = 1e-10) -> None:
+    """Every metric within rtol, plus rtol x (scale of that metric or rmse) for values
+    that are sums cancelling to ~0 (e.g. the drift of a conserving field)."""
+    assert sorted(got) == sorted(want)
+    for name in want:
+        scale = max(float(np.abs(want[name]).max()), float(want["rmse"].max()))
+        np.testing.assert_allclose(got[name], want[name], rtol=rtol, atol=rtol * scale,
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize(
+    ("shape", "layout", "chunk_bytes"),
+    [
+        ((3, 5, 16, 12, 2), FieldLayout(), 64 << 20),
+        ((3, 5, 16, 12, 2), FieldLayout(), 3 * 16 * 12 * 2 * 8),  # 3 steps: time chunks
+        ((3, 5, 16, 12, 2), FieldLayout(), 1),  # one slab per chunk
+        ((4, 10, 9), FieldLayout(time_axis=None, channel_axis=None), 1 << 20),
+        ((3, 6, 20), FieldLayout(channel_axis=None, boundary="dirichlet"), 200),
+        ((5, 7, 3, 2), FieldLayout(sample_axis=2, time_axis=0, channel_axis=-1), 200),
+        ((2, 4, 6, 5, 2), FieldLayout(sample_axis=-1, time_axis=None, channel_axis=0), 1 << 20),
+        ((2, 3, 5, 4, 6, 1), FieldLayout(boundary="dirichlet", dirichlet_value=0.5), 300),
+        ((2, 3, 1, 2, 1), FieldLayout(boundary="dirichlet", nonnegative=True), 1 << 20),
+        ((3, 4, 11, 13, 1), FieldLayout(boundary="none", nonnegative=True), 11 * 13 * 8),
+    ],
+)
+def test_numba_matches_numpy_random(tmp_path: Path, shape: tuple[int, ...],
+                                    layout: FieldLayout, chunk_bytes: int) -> None:
+    """float64, offset target: same metrics as the NumPy kernel to float64 rounding,
+    in memory and from memory-mapped .npy windows (read without pre-faulting)."""
+    pred, target = random_pair(shape, seed=sum(shape), offset=2.5)
+    got, want = _both(pred, target, layout, chunk_bytes=chunk_bytes)
+    _assert_kernels_agree(got, want)
+    assert_close(got, reference(pred, target, layout), rtol=1e-9, atol_frac=1e-12)
+    path = save_npy_dir(tmp_path / "d", pred, target)
+    mapped = compute_field_metrics(path, layout, chunk_bytes=chunk_bytes, kernel="numba")
+    _assert_kernels_agree(mapped, want)
+
+
+def test_numba_matches_numpy_burgers() -> None:
+    """Smooth steepening Burgers fields, 1D and 2 channels, sample- and time-chunked."""
+    times = np.linspace(0.0, 0.9, 10)
+    u = np.stack([burgers(256, times, amp=a) for a in (0.8, 1.0, 1.1)])
+    u_hat = np.stack([burgers(256, times * 1.02, amp=a) for a in (0.8, 1.0, 1.1)])
+    target = np.stack([u, 0.5 * u + 2.0], axis=-1)
+    pred = np.stack([u_hat, 0.5 * u_hat + 2.001], axis=-1)
+    for chunk in (64 << 20, 256 * 2 * 8 * 3):
+        got, want = _both(pred, target, chunk_bytes=chunk)
+        _assert_kernels_agree(got, want)
+    # conserving fields: both kernels see the drift of the first channel at noise level
+    got, _ = _both(pred[..., :1], target[..., :1])
+    assert np.all(got["conservation_drift"] < 1e-8)
+
+
+def test_numba_float32_sums_in_float64() -> None:
+    """float32 input is widened before any arithmetic: the pointwise metrics equal the
+    float64 reference on the same values (the NumPy kernel is ~1e-6 off, float32 leaves)."""
+    pred, target = random_pair((3, 4, 32, 40, 2), dtype=np.float32, seed=2, offset=3.0)
+    got, want = _both(pred, target, FieldLayout(nonnegative=True))
+    ref = reference(pred, target, FieldLayout(nonnegative=True))
+    for name in POINTWISE:
+        np.testing.assert_allclose(got[name], ref[name], rtol=1e-10, err_msg=name)
+    assert_close(got, ref, rtol=2e-5, atol_frac=2e-6)  # fRMSE: float32 FFT as before
+    _assert_kernels_agree(got, want, rtol=2e-5)
+
+
+def test_numba_large_offset_does_not_cancel() -> None:
+    """t ~ 1e6 with O(1) errors: sums of p - t and t - t0 keep their precision in the
+    fused loop (the whole-array reference's S_p - S_t itself loses ~1e-8 here)."""
+    pred, target = random_pair((2, 3, 64, 64, 1), seed=8, offset=1e6)
+    got, want = _both(pred, target)
+    _assert_kernels_agree(got, want)
+    e = pred - target
+    gap = np.abs(e.sum(axis=(2, 3))).mean(axis=(1, 2))
+    np.testing.assert_allclose(got["conservation_gap"], gap, rtol=1e-10)
+    var = target.var(axis=(2, 3))
+    vrmse = np.sqrt((e**2).mean(axis=(2, 3)) / (var + EPS)).mean(axis=(1, 2))
+    np.testing.assert_allclose(got["vrmse"], vrmse, rtol=1e-10)
+
+
+def test_numba_nan_stays_in_its_sample() -> None:
+    pred, target = random_pair((3, 2, 8, 8, 1))
+    pred[1, 1, 3, 3, 0] = np.nan
+    layout = FieldLayout(nonnegative=True)
+    got, want = _both(pred, target, layout)
+    for name in POINTWISE:
+        np.testing.assert_array_equal(np.isnan(got[name]), np.isnan(want[name]), name)
+    assert np.isnan(got["mse"][1]) and np.isnan(got["max_error"][1])
+    assert np.isnan(got["negativity_penalty"][1])
+    assert np.isfinite(got["mse"][[0, 2]]).all()
+
+
+def test_numba_threads_do_not_change_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows split over threads give bit-identical sums (each row is one thread's)."""
+    pytest.importorskip("numba")
+    import gates.field_kernels as fk
+
+    pred, target = random_pair((6, 5, 16, 12, 2), seed=4)
+    one = compute_field_metrics_arrays(pred, target, kernel="numba")
+    monkeypatch.setattr(fk, "_SPLIT_BYTES", 1)  # split every call
+    monkeypatch.setattr(fk, "default_threads", lambda: 3)
+    split = compute_field_metrics_arrays(pred, target, kernel="numba")
+    for name in METRIC_NAMES:
+        np.testing.assert_array_equal(split[name], one[name], err_msg=name)
+
+
+def test_kernel_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gates.field_kernels as fk
+
+    monkeypatch.delenv(fk.KERNEL_ENV, raising=False)
+    monkeypatch.setattr(fk, "numba_available", lambda: True)
+    assert fk.choose(fk.MIN_BYTES - 1) == "numpy"
+    assert fk.choose(fk.MIN_BYTES) == "numba"
+    monkeypatch.setenv(fk.KERNEL_ENV, "numpy")
+    assert fk.choose(fk.MIN_BYTES) == "numpy"
+    assert fk.choose(1, "numba") == "numba"  # the argument wins over the variable
+    monkeypatch.setenv(fk.KERNEL_ENV, " NUMBA ")
+    assert fk.choose(1) == "numba"
+    monkeypatch.setenv(fk.KERNEL_ENV, "fast")
+    with pytest.raises(GateInputError, match="GATES_FIELDS_KERNEL must be"):
+        fk.choose(1)
+    monkeypatch.setattr(fk, "numba_available", lambda: False)
+    monkeypatch.setenv(fk.KERNEL_ENV, "auto")
+    assert fk.choose(fk.MIN_BYTES) == "numpy"
+    with pytest.raises(GateInputError, match="numba is not installed"):
+        fk.choose(1, "numba")
+
+
+def test_fields_work_without_numba(tmp_path: Path) -> None:
+    """numba blocked: gates.fields imports without it, auto runs NumPy, numba is refused."""
+    script = (
+        "import sys\n"
+        "sys.modules['numba'] = None\n"
+        "import numpy as np\n"
+        "import gates.fields as gf\n"
+        "from gates.errors import GateInputError\n"
+        "p = np.ones((2, 3, 4, 4, 1))\n"
+        "out = gf.compute_field_metrics_arrays(p, p * 0.5)\n"
+        "assert abs(out['mae'][0] - 0.5) < 1e-12\n"
+        "try:\n"
+        "    gf.compute_field_metrics_arrays(p, p, kernel='numba')\n"
+        "except GateInputError as err:\n"
+        "    print('refused:', err)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "refused: " in done.stdout and "not installed" in done.stdout
+
+
+def test_dask_with_numba_kernel(tmp_path: Path, cluster: Any) -> None:
+    """Dask's two worker threads call the fused kernel concurrently."""
+    pytest.importorskip("numba")
+    pred, target = random_pair((6, 4, 16, 12, 2), seed=31, offset=1.0)
+    path = save_zarr(tmp_path / "f.zarr", pred, target, chunks=(1, 2, 16, 12, 2))
+    want = compute_field_metrics(path, kernel="numpy")
+    got = compute_field_metrics(path, kernel="numba", chunk_bytes=16 * 12 * 2 * 8 * 2,
+                                dask_scheduler=cluster.scheduler_address)
+    _assert_kernels_agree(got, want)
