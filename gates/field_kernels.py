@@ -38,6 +38,7 @@ import numpy as np
 from gates.errors import GateInputError
 
 __all__ = [
+    "AUTO_MAX_CHANNELS",
     "KERNEL_ENV",
     "MIN_BYTES",
     "FusedSums",
@@ -50,15 +51,21 @@ __all__ = [
 KERNEL_ENV = "GATES_FIELDS_KERNEL"
 """Environment override: ``numpy``, ``numba`` or ``auto`` (the default)."""
 
-MIN_BYTES = 12 << 30
+MIN_BYTES = 8 << 30
 """Auto mode uses numba when pred + target hold at least this many bytes.
 
-numba's first use in a process costs ~1.8 s (import ~0.3 s, compilation ~1.5 s); on the
-2-core reference machine the fused loop saves ~0.16 s per GB with the pointwise metrics
-alone (~4.9 -> ~19.5 GB/s) and ~0.13 s per GB with every metric (the FFT dominates), so
-it is repaid from ~11-13 GiB. More cores move that lower (the loop is threaded, the NumPy
-kernel is not): set GATES_FIELDS_KERNEL=numba, or pass kernel="numba", to use it anyway.
+numba's first use in a process costs ~1.4-1.8 s (import ~0.2 s, compilation ~1.2-1.5 s).
+On the 2-core reference machine the fused loop then saves ~0.15 s per GB with the
+pointwise metrics alone (~5 -> ~20-24 GB/s) and 0.1-0.25 s per GB with every metric
+(the FFT dominates), so it is repaid from ~5-13 GiB depending on the run: 8 GiB is the
+middle. More cores move that lower (the loop is threaded, the NumPy kernel is not):
+GATES_FIELDS_KERNEL=numba, or kernel="numba", uses it regardless of size.
 """
+
+AUTO_MAX_CHANNELS = 8
+"""Auto mode keeps the NumPy kernel above this many channels: LLVM stops vectorising the
+channel-strided loop (C=11: ~4.6 GB/s, barely ahead of NumPy's ~3.2) while compiling
+takes longer (~2 s)."""
 
 _KINDS = {"none": 0, "periodic": 1, "dirichlet": 2}
 _SPLIT_BYTES = 8 << 20  # bytes of pred + target per thread before a call is split
@@ -78,12 +85,13 @@ def numba_available() -> bool:
     return True
 
 
-def choose(total_bytes: int, kernel: str | None = None) -> Engine:
+def choose(total_bytes: int, kernel: str | None = None, channels: int = 1) -> Engine:
     """``"numpy"`` or ``"numba"`` for a computation over ``total_bytes`` of pred + target.
 
     ``kernel`` (the caller's choice, e.g. ``"auto"``) wins over GATES_FIELDS_KERNEL; in
-    auto mode numba is used when it imports and ``total_bytes >= MIN_BYTES``. Asking
-    for numba without numba installed is an error rather than a silent fallback.
+    auto mode numba is used when it imports, ``total_bytes >= MIN_BYTES`` and
+    ``channels <= AUTO_MAX_CHANNELS``. Asking for numba without numba installed is an
+    error rather than a silent fallback.
     """
     choice = (kernel or os.environ.get(KERNEL_ENV) or "auto").strip().lower()
     source = "kernel" if kernel else KERNEL_ENV
@@ -94,7 +102,8 @@ def choose(total_bytes: int, kernel: str | None = None) -> Engine:
             None, f"{source}=numba but numba is not installed (install the 'fast' extra)"
         )
     if choice == "auto":
-        return "numba" if total_bytes >= MIN_BYTES and numba_available() else "numpy"
+        big = total_bytes >= MIN_BYTES and channels <= AUTO_MAX_CHANNELS
+        return "numba" if big and numba_available() else "numpy"
     return "numba" if choice == "numba" else "numpy"
 
 
@@ -288,8 +297,9 @@ class FusedSums:
     The rows of a call are split over ``threads`` threads (the caller plus a shared
     pool): the kernel releases the GIL, and each row's sums are computed whole by one
     thread, so the split never changes a result. Plain threads rather than numba's
-    ``parallel=True``: that costs ~2 s more compilation and its default threading layer
-    refuses concurrent calls (dask's threaded workers make them).
+    ``parallel=True`` + ``prange``: measured as fast here, but that adds ~1-2 s of
+    compilation, and numba's fallback threading layer (workqueue, when neither TBB nor
+    OpenMP is installed) aborts on concurrent calls, which dask's threaded workers make.
     """
 
     def __init__(self, space: tuple[int, ...], channels: int, boundary: str,

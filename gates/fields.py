@@ -972,7 +972,7 @@ def compute_field_metrics_arrays(
     check_pair(pred, target, source)
     plan = _plan(tuple(pred.shape), layout, source)
     wd = _work_dtype(pred.dtype, target.dtype)
-    engine = choose(_nbytes(pred) + _nbytes(target), kernel)
+    engine = choose(_nbytes(pred) + _nbytes(target), kernel, plan.n_chan)
     kern = _Kernel(plan, layout, wd, pointwise=pointwise, spectral=spectral, engine=engine)
     itemsize = max(np.dtype(pred.dtype).itemsize, np.dtype(target.dtype).itemsize)
     native = _native_chunks(pred, plan)
@@ -1089,5 +1089,5 @@ def compute_field_metrics_dask(
 def _dask_block(p: np.ndarray, t: np.ndarray, plan: _Plan, layout: FieldLayout,
                 wd: np.dtype, t_offset: int, kernel: str | None, total: int) -> _Partial:
     """One dask task: the chosen kernel on an in-memory block."""
-    kern = _Kernel(plan, layout, wd, engine=choose(total, kernel))
+    kern = _Kernel(plan, layout, wd, engine=choose(total, kernel, plan.n_chan))
     return _block_partial(np.asarray(p), np.asarray(t), plan, kern, t_offset)

@@ -1,16 +1,22 @@
 """Field-metric benchmarks (slow; run with ``pytest tests/bench_fields.py -m slow -s``).
 
 Every figure is a ratio of two timings taken in the same run on the same files, printed
-next to its target. Timings are the best of GATES_BENCH_REPEATS interleaved runs, each on
-freshly opened memmaps (the files sit in the page cache after the first run), reported as
-wall time and as process CPU time (the CPU figure is steadier on a shared machine).
+next to its target. The pointwise figures are given for both kernels (NumPy, and numba's
+compiled loop when numba is installed); numba's first-use cost (import + compilation)
+is measured apart in a fresh process and left out of its throughput. Timings are the
+best of GATES_BENCH_REPEATS interleaved runs, each on freshly opened memmaps (the files
+sit in the page cache after the first run), reported as wall time and as process CPU
+time (the CPU figure is steadier on a shared machine; for the threaded numba kernel it
+adds up both threads, so its CPU ratio is lower than its wall ratio).
 
 Environment knobs:
   GATES_BENCH_GIB          size of pred and of target, GiB (default 1)
   GATES_BENCH_STREAM_GIB   size of pred and of target for the memory case (default 4)
   GATES_BENCH_CHANNELS     channel count of the (S, 16, 128, 128, C) fields (default 1)
   GATES_BENCH_REPEATS      repeats per timing (default 5)
-  GATES_BENCH_STRICT=1     assert the speed targets too (memory is always asserted)
+  GATES_BENCH_STRICT=1     assert the speed targets too (memory is always asserted);
+                           the throughput target applies to numba's kernel when installed
+  NUMBA_NUM_THREADS        threads of the numba kernel (default: the usable cores)
 """
 
 from __future__ import annotations

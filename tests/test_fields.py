@@ -585,7 +585,7 @@ def _assert_kernels_agree(got: dict[str, np.ndarray], want: dict[str, np.ndarray
         ((2, 4, 6, 5, 2), FieldLayout(sample_axis=-1, time_axis=None, channel_axis=0), 1 << 20),
         ((2, 3, 5, 4, 6, 1), FieldLayout(boundary="dirichlet", dirichlet_value=0.5), 300),
         ((2, 3, 1, 2, 1), FieldLayout(boundary="dirichlet", nonnegative=True), 1 << 20),
-        ((3, 4, 11, 13, 1), FieldLayout(boundary="none", nonnegative=True), 11 * 13 * 8),
+        ((3, 4, 11, 13, 3), FieldLayout(boundary="none", nonnegative=True), 11 * 13 * 3 * 8),
     ],
 )
 def test_numba_matches_numpy_random(tmp_path: Path, shape: tuple[int, ...],
@@ -675,6 +675,8 @@ def test_kernel_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fk, "numba_available", lambda: True)
     assert fk.choose(fk.MIN_BYTES - 1) == "numpy"
     assert fk.choose(fk.MIN_BYTES) == "numba"
+    assert fk.choose(fk.MIN_BYTES, channels=fk.AUTO_MAX_CHANNELS + 1) == "numpy"
+    assert fk.choose(1, "numba", channels=fk.AUTO_MAX_CHANNELS + 1) == "numba"
     monkeypatch.setenv(fk.KERNEL_ENV, "numpy")
     assert fk.choose(fk.MIN_BYTES) == "numpy"
     assert fk.choose(1, "numba") == "numba"  # the argument wins over the variable
@@ -707,8 +709,9 @@ def test_fields_work_without_numba(tmp_path: Path) -> None:
         "    print('refused:', err)\n"
     )
     root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if k != "GATES_FIELDS_KERNEL"}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)
+                          cwd=root, env={**env, "PYTHONPATH": str(root)}, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "refused: " in done.stdout and "not installed" in done.stdout
 
