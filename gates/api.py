@@ -63,10 +63,10 @@ def run_gates(eval: str | Path | None = None, *, gates_out: str | Path | None = 
     """
     import pytest
 
-    from gates.context import SAMPLE_OUT
+    from gates.context import Settings, output_dir
 
-    out = Path(gates_out) if gates_out is not None else (
-        Path(eval).parent if eval is not None else Path.cwd() / SAMPLE_OUT)
+    out = output_dir(Settings(eval=Path(eval) if eval is not None else None,
+                              gates_out=Path(gates_out) if gates_out is not None else None))
     out.mkdir(parents=True, exist_ok=True)
     marker = out / "gates.json"
     before = marker.stat().st_mtime_ns if marker.exists() else None

@@ -129,10 +129,10 @@ def _choose_suite(settings: Settings, store: BaselineStore, evaluation: Evaluati
     if named is not None:
         name = str(named)
         store.suite_dir(name)  # validates the name
-        if known and name not in known and not settings.promote:
+        if known and name not in known and not (settings.promote and settings.suite):
             raise GateInputError(store.root, f"unknown suite {name!r} (the store holds: "
-                                             f"{', '.join(known)}); pass --promote to start "
-                                             "a new suite")
+                                             f"{', '.join(known)}); to start a new suite, "
+                                             "name it with --suite and pass --promote")
         return name
     if len(known) == 1:
         return known[0]
@@ -171,23 +171,21 @@ def plan(ctx: GateContext) -> None:
     """Compute every built-in outcome for this evaluation, champion and policy."""
     ev, champ, policy, strict = ctx.evaluation, ctx.champion, ctx.policy, ctx.settings.strict
     base = champ.metrics if champ else {}
-    names = set(base) | {m for m in ev.metrics if policy.direction(m)}
-    names -= policy.ignore
+
+    def skipped(metric: str) -> bool:
+        return metric in policy.ignore or (metric not in ev.metrics
+                                           and metric in policy.optional)
+
+    # every report metric is looked at (a NaN never slips through as "unknown direction")
+    names = {m for m in set(base) | set(ev.metrics) if not skipped(m)}
     if ctx.settings.arrays is None:  # field metrics exist only where the gates compute them
         names = {m for m in names if not m.startswith(FIELD_PREFIX)}
-    for metric in sorted(names):
-        if metric not in ev.metrics and metric in policy.optional:
-            continue
-        ctx.regression.append(regression_outcome(ctx, metric))
-    for metric, limit in sorted(policy.ceilings.items()):
-        if metric in policy.ignore or (metric not in ev.metrics and metric in policy.optional):
-            continue
-        ctx.physics.append(logic.ceiling(metric, ev.metrics.get(metric), limit))
-    for metric, factor in sorted(policy.spike_factors.items()):
-        if metric in policy.ignore or (metric not in ev.metrics and metric in policy.optional):
-            continue
-        ctx.physics.append(logic.spike(metric, ev.metrics.get(metric), base.get(metric),
-                                       factor, policy, strict=strict))
+    ctx.regression.extend(regression_outcome(ctx, m) for m in sorted(names))
+    ctx.physics.extend(logic.ceiling(m, ev.metrics.get(m), limit)
+                       for m, limit in sorted(policy.ceilings.items()) if not skipped(m))
+    ctx.physics.extend(logic.spike(m, ev.metrics.get(m), base.get(m), factor, policy,
+                                   strict=strict)
+                       for m, factor in sorted(policy.spike_factors.items()) if not skipped(m))
     ctx.promotion.append(logic.promotion(ev.metrics, base if champ else None,
                                          [*ctx.regression, *ctx.physics], policy,
                                          strict=strict))
@@ -197,12 +195,13 @@ def regression_outcome(ctx: GateContext, metric: str) -> Outcome:
     ev, champ, policy = ctx.evaluation, ctx.champion, ctx.policy
     current = ev.metrics.get(metric)
     baseline = champ.metrics.get(metric) if champ else None
-    if policy.direction(metric) is None and current is not None and baseline is not None:
+    if policy.direction(metric) is None and current is not None:
+        if not math.isfinite(current):
+            return logic.not_finite(Kind.REGRESSION, metric, current, baseline)
         return Outcome(logic.gate_id(Kind.REGRESSION, metric), Kind.REGRESSION, metric,
-                       Status.PASS if math.isfinite(current) else Status.FAIL,
-                       current, baseline, None, None,
-                       f"{metric} present; direction unknown, not compared (declare it in "
-                       "the policy's higher_is_better or lower_is_better)")
+                       Status.PASS, current, baseline, None, None,
+                       f"{metric} present and finite; direction unknown, not compared "
+                       "(declare it in the policy's higher_is_better or lower_is_better)")
     gid = logic.gate_id(Kind.REGRESSION, metric)
     try:
         found, regressed = noise_evidence(ctx, metric, current, baseline)
@@ -236,6 +235,16 @@ def noise_evidence(ctx: GateContext, metric: str, current: float | None,
     if mismatch:  # the vectors do not describe the reported numbers: trust neither silently
         found = evidence.threshold_evidence(baseline, current, **options)
         return {**asdict(found), "note": f"{found.note} ({mismatch})"}, None
+    if ours is not None and theirs is not None and \
+            (champ.sample_ids is None) != (ev.sample_ids is None):
+        raise SampleSetError(f"{ev.samples_path}: {metric}: sample ids are given on one side "
+                             "only; give sample_id in both or in neither")
+    if (ours is None or theirs is None) and len(repeats) >= 2:
+        mismatch = _aggregate_mismatch(metric, np.asarray(repeats), baseline,
+                                       "the champion's repeats")
+        if mismatch:
+            found = evidence.threshold_evidence(baseline, current, **options)
+            return {**asdict(found), "note": f"{found.note} ({mismatch})"}, None
     try:
         if ours is not None and theirs is not None:
             found = evidence.paired_evidence(

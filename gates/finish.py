@@ -3,8 +3,6 @@ W&B last, so W&B trouble can never cost a local output or change the verdict).""
 
 from __future__ import annotations
 
-import getpass
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 from gates.charts import ChartWorker
 from gates.context import GateContext, Settings, output_dir
 from gates.errors import GateInputError, PromotionConflict
-from gates.model import Kind, Outcome
+from gates.model import Outcome
 from gates.result import SessionResult
 from gates.runinfo import run_path
-from gates.store import utc_now
+from gates.store import utc_now, who
 
 if TYPE_CHECKING:
     from gates.wandb_sink import RunStarter
@@ -37,6 +35,12 @@ def finish_session(ctx: GateContext | None, outcomes: list[Outcome], settings: S
     ok = bool(outcomes) and all(o.passed for o in outcomes) and exitstatus == 0
     if not outcomes:
         notes.append("no gate ran (check -k/-m selection); a session without gates fails")
+    elif ctx is not None:
+        missing = [o.id for o in ctx.planned if o.id not in {x.id for x in outcomes}]
+        if missing:
+            notes.append(f"partial run: {len(missing)} of {len(ctx.planned)} planned gates "
+                         f"were not selected ({', '.join(missing[:5])}"
+                         f"{', ...' if len(missing) > 5 else ''}); the verdict covers the rest")
     result = SessionResult(
         verdict="pass" if ok else "fail",
         outcomes=outcomes,
@@ -63,12 +67,13 @@ def _eval_path(ctx: GateContext | None, settings: Settings) -> str | None:
 
 def promote(ctx: GateContext, result: SessionResult) -> None:
     """Write the challenger as the new champion when every gate passed."""
-    gate = [o for o in result.outcomes if o.kind == Kind.PROMOTION]
+    ran = {o.id for o in result.outcomes}
     if result.verdict != "pass":
         result.notes.append("--promote: not promoted, a gate failed")
         return
-    if not gate:
-        result.notes.append("--promote: not promoted, the promotion gate did not run")
+    if not all(o.id in ran for o in ctx.planned):  # the built-in gates, not a look-alike
+        result.notes.append("--promote: not promoted, not every built-in gate ran "
+                            "(promotion needs the whole suite, without -k/-m selection)")
         return
     provenance = provenance_of(ctx, result)
     try:
@@ -94,17 +99,10 @@ def provenance_of(ctx: GateContext, result: SessionResult) -> dict[str, Any]:
         "eval_format": ev.format,
         "samples": str(ev.samples_path) if ev.samples_path else None,
         "timestamp": utc_now(),
-        "promoted_by": f"pytest gates --promote ({_user()})",
+        "promoted_by": f"pytest gates --promote ({who()})",
         "promoted_from": f"v{ctx.champion.version}" if ctx.champion else None,
         "gates": result.counts(),
     }
-
-
-def _user() -> str:
-    try:
-        return os.environ.get("GITHUB_ACTOR") or getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 def _git_commit(where: Path) -> str | None:

@@ -12,6 +12,9 @@ from typing import Any
 from gates.model import Kind, Outcome, Status
 from gates.policy import Policy
 
+#: Relative slack at every limit: 0.33 against 0.3 at 10 % is at the limit, not past it.
+BOUNDARY_EPS = 1e-9
+
 
 def gate_id(kind: str, metric: str, check: str | None = None) -> str:
     return f"{kind}/{metric}" + (f"/{check}" if check else "")
@@ -66,16 +69,24 @@ def regression(metric: str, current: float | None, baseline: float | None, polic
     # Limits are computed on the baseline's scale, so a value exactly at the limit
     # (1.1 against 1.0 at 10 %) passes: the boundary is exact, not a float accident.
     sign = 1.0 if direction == "lower" else -1.0
+    slack = BOUNDARY_EPS * abs(baseline)
     limit = baseline + sign * max(tol * abs(baseline), policy.abs_tolerance)
-    by_threshold = sign * (current - limit) > 0
-    failed = by_threshold if regressed is None else regressed
+    by_threshold = sign * (current - limit) > slack
+    # beyond hard_limit x tolerance no amount of noise excuses it (one diverged sample)
+    hard = baseline + sign * max(policy.hard_limit * tol * abs(baseline), policy.abs_tolerance)
+    past_hard = sign * (current - hard) > slack
+    failed = by_threshold if regressed is None else (regressed or past_hard)
     better = baseline - sign * max(policy.improvement * abs(baseline), policy.abs_tolerance)
-    improved = sign * (better - current) > 0 and not failed
+    improved = sign * (better - current) > slack and not failed
     ev = {"direction": direction, **(evidence or {})}
     if failed:
         status, verb = Status.FAIL, "regressed"
+        if past_hard and regressed is not None and not regressed:
+            verb = f"regressed past {policy.hard_limit:g} x the tolerance, whatever the noise"
     elif improved:
         status, verb = Status.IMPROVED, "improved"
+    elif by_threshold:
+        status, verb = Status.PASS, "past the tolerance but not supported by the evidence"
     else:
         status, verb = Status.PASS, "within tolerance"
     arrow = f"{baseline:.6g} -> {current:.6g} ({_pct(change):+.1f}%)"

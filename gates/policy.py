@@ -53,6 +53,7 @@ class Policy:
     higher_is_better: frozenset[str] = HIGHER_IS_BETTER
     lower_is_better: frozenset[str] = frozenset()
     rule: str = DEFAULT_RULE
+    hard_limit: float = 3.0  # x tolerance: past it a regression fails whatever the evidence
     confidence: float = DEFAULT_CONFIDENCE
     margin: float = CONFIDENT_MARGIN
     seed: int = 0
@@ -100,7 +101,7 @@ _SCHEMA: dict[str, dict[str, str]] = {
         "tolerance": "fraction", "improvement": "fraction", "abs_tolerance": "nonneg",
         "tolerances": "fraction-map", "higher_is_better": "names",
         "lower_is_better": "names", "rule": "rule", "confidence": "probability",
-        "margin": "nonneg", "seed": "int",
+        "margin": "nonneg", "seed": "int", "hard_limit": "nonneg",
     },
     "physics": {"ceilings": "nonneg-map", "spike_factors": "nonneg-map"},
     "promotion": {
@@ -141,10 +142,16 @@ def policy_from_mapping(data: Mapping[str, Any], where: str) -> Policy:
                 raise GateInputError(where, f"unknown policy key {section}.{key} "
                                             f"(known: {', '.join(_SCHEMA[section])})")
             values[key] = _check(where, f"{section}.{key}", kind, value)
-    policy = replace(Policy(), **values, path=where)
+    defaults = Policy()
+    for key in ("ceilings", "spike_factors"):  # a suite overrides each, keeping the rest
+        if key in values:
+            values[key] = {**getattr(defaults, key), **values[key]}
     if "higher_is_better" in values:
-        policy = replace(policy, higher_is_better=HIGHER_IS_BETTER | values["higher_is_better"])
-    return policy
+        values["higher_is_better"] = HIGHER_IS_BETTER | values["higher_is_better"]
+    if values.get("hard_limit", 1.0) < 1.0:
+        raise GateInputError(where, "regression.hard_limit is a multiple of the tolerance "
+                                    f"and must be at least 1, got {values['hard_limit']!r}")
+    return replace(defaults, **values, path=where)
 
 
 def _check(where: str, key: str, kind: str, value: Any) -> Any:
@@ -155,7 +162,12 @@ def _check(where: str, key: str, kind: str, value: Any) -> Any:
             raise GateInputError(where, f"{name} must not be negative, got {v!r}")
         return float(v)
 
-    if kind in ("fraction", "nonneg"):
+    if kind == "fraction":
+        fraction = number(value, key)
+        if fraction > 1.0:
+            raise GateInputError(where, f"{key} is a fraction (0.10 means 10 %), got {value!r}")
+        return fraction
+    if kind == "nonneg":
         return number(value, key)
     if kind == "probability":
         p = number(value, key)
@@ -169,7 +181,8 @@ def _check(where: str, key: str, kind: str, value: Any) -> Any:
     if kind in ("fraction-map", "nonneg-map"):
         if not isinstance(value, Mapping):
             raise GateInputError(where, f"{key} must be a table of metric = number")
-        return {str(k): number(v, f"{key}.{k}") for k, v in value.items()}
+        inner = "fraction" if kind == "fraction-map" else "nonneg"
+        return {str(k): _check(where, f"{key}.{k}", inner, v) for k, v in value.items()}
     if kind == "names":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise GateInputError(where, f"{key} must be a list of metric names")

@@ -185,6 +185,11 @@ def load_samples(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         if vec.ndim != 1 or not np.issubdtype(vec.dtype, np.number) or vec.dtype == np.bool_:
             raise GateInputError(path, f"array {key!r} must be a 1-D numeric vector, "
                                        f"got shape {vec.shape} dtype {vec.dtype}")
+    broken = {k: int(np.count_nonzero(~np.isfinite(v))) for k, v in vectors.items()
+              if not np.all(np.isfinite(v))}
+    if broken:
+        listed = ", ".join(f"{k} ({n})" for k, n in sorted(broken.items()))
+        raise GateInputError(path, f"per-sample vectors hold non-finite values: {listed}")
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"{k}={s[0]}" for k, s in lengths.items())
         raise GateInputError(path, f"per-sample vectors differ in length: {listed}")

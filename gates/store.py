@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import getpass
 import json
 import math
 import os
@@ -110,6 +111,10 @@ class BaselineStore:
             raise GateInputError(path, f"baseline version file is corrupt ({exc})") from None
         if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
             raise GateInputError(path, 'baseline version file needs a "metrics" mapping')
+        if data.get("version") != version or data.get("suite") != suite:
+            raise GateInputError(path, f"baseline version file says suite "
+                                       f"{data.get('suite')!r} v{data.get('version')}, but it "
+                                       f"sits at {suite} v{version}")
         metrics = check_metrics(path, data["metrics"])
         bad = [k for k, v in metrics.items() if not math.isfinite(v)]
         if bad:
@@ -165,6 +170,7 @@ class BaselineStore:
         ``expected`` is the champion version the evaluation was gated against; if the
         pointer has moved since, another promotion won and this one fails.
         """
+        _check_record(evaluation)
         with self._locked(suite) as folder:
             current = self.champion_version(suite)
             if current != expected:
@@ -196,19 +202,20 @@ class BaselineStore:
             current = self.champion_version(suite)
             if current is None:
                 raise GateInputError(folder, "suite has no champion to roll back")
-            if to is None:
+            if to is None:  # the champion before the promotion that made this one
                 earlier = [e["from"] for e in self.history(suite)
-                           if e.get("to") == current and e.get("from")]
-                older = [v for v in self.versions(suite) if v < current]
-                if not earlier and not older:
-                    raise GateInputError(folder, f"v{current} is the first version; "
-                                                 "nothing to roll back to")
-                to = earlier[-1] if earlier else older[-1]
+                           if e.get("event") == "promote" and e.get("to") == current
+                           and e.get("from")]
+                if not earlier:
+                    raise GateInputError(folder, f"v{current} was not promoted over an "
+                                                 "earlier champion: nothing to roll back to "
+                                                 "(name one with --to)")
+                to = earlier[-1]
             if not self._version_dir(suite, to).is_dir():
                 raise GateInputError(folder, f"version {to} does not exist")
             self._move_pointer(folder, to)
             self._append_history(folder, {"event": "rollback", "from": current, "to": to,
-                                          "time": utc_now(), "by": _who()})
+                                          "time": utc_now(), "by": who()})
             return current, to
 
     def _write_version(self, staging: Path, suite: str, number: int, parent: int | None,
@@ -253,8 +260,27 @@ def _label(version: int | None) -> str:
     return "none (empty suite)" if version is None else f"v{version}"
 
 
-def _who() -> str:
-    return os.environ.get("GITHUB_ACTOR") or os.environ.get("USER") or "unknown"
+def who() -> str:
+    """Who is acting: the CI actor, else the login name."""
+    try:
+        return os.environ.get("GITHUB_ACTOR") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _check_record(evaluation: Evaluation) -> None:
+    """A version must load again: finite metrics, numeric repeats (else the store bricks)."""
+    bad = sorted(k for k, v in evaluation.metrics.items() if not math.isfinite(v))
+    if bad:
+        raise GateInputError(evaluation.path, f"not promoted: non-finite metric(s) "
+                                              f"{', '.join(bad)}")
+    repeats = evaluation.extra.get("repeats")
+    if repeats is not None and not (isinstance(repeats, dict) and all(
+            isinstance(v, list) and all(isinstance(x, int | float) and not isinstance(x, bool)
+                                        and math.isfinite(x) for x in v)
+            for v in repeats.values())):
+        raise GateInputError(evaluation.path, 'not promoted: extra "repeats" must map '
+                                              "metric names to lists of finite numbers")
 
 
 def _write_file(path: Path, data: bytes) -> None:

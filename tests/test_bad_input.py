@@ -51,6 +51,12 @@ def raw_report(text: str) -> Callable[[Workspace], list[str]]:
     return mutate
 
 
+def set_extra(ws: Workspace, **extra: object) -> None:
+    data = report(ws)
+    data["extra"].update(extra)
+    ws.eval.write_text(json.dumps(data))
+
+
 def drop_metric(ws: Workspace) -> list[str]:
     data = report(ws)
     del data["metrics"]["rmse"]
@@ -121,7 +127,7 @@ EXIT_CASES: list[tuple[str, Callable[[Workspace], list[str]], list[str]]] = [
      ["burgers1d_eval.json", "metric 'mse' must be a number, got bool"]),
     ("negative-error-metric", set_metric("mae", -0.01),
      ["burgers1d_eval.json", "metric 'mae' is an error metric and cannot be negative"]),
-    ("missing-report", lambda ws: ["--eval", str(ws.root / "nope.json")],
+    ("missing-report", lambda ws: (setattr(ws, "eval", ws.root / "nope.json"), [])[1],
      ["nope.json", "cannot read the evaluation report"]),
     ("unknown-eval-row", csv_report([GOOD_ROW], row="r9"),
      ["leaderboard.csv", "no row has run_id or label 'r9'"]),
@@ -154,6 +160,17 @@ EXIT_CASES: list[tuple[str, Callable[[Workspace], list[str]], list[str]]] = [
      ["policy.toml", "physics.ceilings.bc_violation must not be negative"]),
     ("policy-not-toml", baseline_file("policy.toml", "[regression\n"),
      ["policy.toml", "not valid TOML"]),
+    ("suite-misspelled-in-report", lambda ws: (set_extra(ws, suite="burgers_1d"), [])[1],
+     ["unknown suite 'burgers_1d'", "name it with --suite"]),
+    ("npz-non-finite-values", samples_npz(nrmse=np.array([0.1, np.nan, 0.2]),
+                                          mse=np.ones(3)),
+     ["burgers1d_eval_samples.npz", "non-finite values: nrmse (1)"]),
+    ("policy-fraction-above-one", baseline_file("policy.toml", "[regression]\ntolerance = 10\n"),
+     ["policy.toml", "is a fraction (0.10 means 10 %)"]),
+    ("version-file-in-the-wrong-place",
+     baseline_file("versions/v0001/version.json",
+                   '{"suite": "burgers1d", "version": 3, "metrics": {"nrmse": 0.1}}'),
+     ["version.json", "says suite 'burgers1d' v3, but it sits at burgers1d v1"]),
     ("wandb-info-not-json", lambda ws: ((ws.root / "info.json").write_text("{"),
                                         ["--wandb-info", str(ws.root / "info.json")])[1],
      ["info.json", "W&B run info is not valid JSON"]),
@@ -185,14 +202,14 @@ def test_bad_input_ends_with_one_clear_message(
     assert " passed" not in output.splitlines()[-1]
     assert tree_digest(workspace.baselines) == before
     assert not MARKER.exists()
-    gates = json.loads((workspace.eval.parent / "gates.json").read_text()) \
-        if (workspace.eval.parent / "gates.json").exists() else None
-    if gates is not None:
-        assert gates["verdict"] == "fail" and gates["promoted"] is False
-        assert gates["gates"][0]["status"] == "error"
+    gates = json.loads((workspace.eval.parent / "gates.json").read_text())
+    assert gates["verdict"] == "fail" and gates["promoted"] is False
+    assert gates["gates"][0]["status"] == "error"
 
 
 GATE_CASES = [
+    ("nan-in-a-metric-of-unknown-direction", set_metric("energy_error", float("nan")),
+     "energy_error", "nan: a non-finite value never passes"),
     ("nan", set_metric("nrmse", float("nan")), "nrmse", "nan: a non-finite value never passes"),
     ("plus-inf", set_metric("bc_violation", float("inf")), "bc_violation",
      "inf: a non-finite value never passes"),

@@ -101,3 +101,28 @@ def test_scaling_both_values_changes_no_verdict(scale: float, baseline: float,
     ratio = current / baseline - 1
     if abs(abs(ratio) - 0.10) > 1e-9 and abs(abs(ratio) - 0.05) > 1e-9:
         assert a == b
+
+
+@pytest.mark.parametrize(("baseline", "current"), [(0.3, 0.33), (0.7, 0.77), (0.6, 0.66),
+                                                   (0.1, 0.11), (3e-5, 3.3e-5)])
+def test_exactly_ten_percent_worse_passes_for_any_baseline(baseline: float,
+                                                          current: float) -> None:
+    assert logic.regression("nrmse", current, baseline, POLICY).status == Status.PASS
+    assert logic.regression("nrmse", current * 1.0001, baseline, POLICY).status == Status.FAIL
+
+
+def test_evidence_cannot_waive_a_regression_past_the_hard_limit() -> None:
+    waived = logic.regression("nrmse", 1.25, 1.0, POLICY, regressed=False)
+    assert waived.status == Status.PASS and "not supported by the evidence" in waived.message
+    hard = logic.regression("nrmse", 1.31, 1.0, POLICY, regressed=False)
+    assert hard.status == Status.FAIL and "whatever the noise" in hard.message
+
+
+def test_a_policy_overrides_one_ceiling_and_keeps_the_others() -> None:
+    from gates.policy import policy_from_mapping
+
+    policy = policy_from_mapping({"physics": {"ceilings": {"conservation_gap": 3.0},
+                                              "spike_factors": {"bc_violation": 2.0}}}, "p")
+    assert policy.ceilings == {"conservation_gap": 3.0, "bc_violation": 1.0,
+                               "negativity_penalty": 0.5}
+    assert policy.spike_factors == {"conservation_gap": 2.0, "bc_violation": 2.0}

@@ -122,3 +122,49 @@ def test_vectors_that_disagree_with_the_report_cannot_hide_a_regression(
     mae = gate(workspace, "regression/mae")
     assert mae["status"] == "fail" and mae["evidence"]["method"] == "threshold-only"
     assert "the paired test was not used" in mae["message"]
+
+
+def test_one_diverged_sample_fails_whatever_the_noise(
+        pytester: pytest.Pytester, workspace: Workspace) -> None:
+    vector = champion_vector(workspace, "mse").copy()
+    vector[7] *= 150.0  # the mean is ~6x worse, the interval's low end near zero
+    scale(workspace, "mse", vector)
+    assert pytester.runpytest(*workspace.args("--promote")).ret == 1
+    mse = gate(workspace, "regression/mse")
+    assert mse["status"] == "fail" and "whatever the noise" in mse["message"]
+    assert json.loads((workspace.eval.parent / "gates.json").read_text())["promoted"] is False
+
+
+def test_sample_ids_on_one_side_only_are_an_error(
+        pytester: pytest.Pytester, workspace: Workspace) -> None:
+    samples = workspace.eval.with_name("burgers1d_eval_samples.npz")
+    with np.load(samples) as data:
+        arrays = {k: data[k] for k in data.files if k != "sample_id"}
+    np.savez(samples, **arrays)  # type: ignore[arg-type]
+    assert pytester.runpytest(*workspace.args()).ret == 1
+    nrmse = gate(workspace, "regression/nrmse")
+    assert nrmse["status"] == "error" and "sample ids are given on one side only" in \
+        nrmse["message"]
+
+
+@pytest.mark.parametrize(("runs", "method"), [([0.5, 0.52, 0.51], "threshold-only"),
+                                              ([0.0160, 0.0163, 0.0165], "seed-t")])
+def test_repeated_baseline_runs_are_used_only_when_they_match_the_baseline(
+        pytester: pytest.Pytester, workspace: Workspace, runs: list[float],
+        method: str) -> None:
+    from gates.model import Evaluation
+    from gates.store import BaselineStore
+
+    store = BaselineStore(workspace.root / "store")
+    store.promote("burgers1d", Evaluation(None, {"nrmse": float(np.mean(runs)) if
+                                                 method == "seed-t" else 0.0162},
+                                          {"repeats": {"nrmse": runs}}),
+                  expected=None, provenance={})
+    workspace.eval.with_name("burgers1d_eval_samples.npz").unlink()
+    report = json.loads(workspace.eval.read_text())
+    report["metrics"] = {"nrmse": 3 * report["metrics"]["nrmse"]}
+    workspace.eval.write_text(json.dumps(report))
+    workspace.baselines = workspace.root / "store"
+    assert pytester.runpytest(*workspace.args("-k", "regression")).ret == 1
+    nrmse = gate(workspace, "regression/nrmse")
+    assert nrmse["status"] == "fail" and nrmse["evidence"]["method"] == method

@@ -257,3 +257,12 @@ def test_sessions_without_gates_stay_untouched(pytester: pytest.Pytester) -> Non
     result.assert_outcomes(passed=1)
     assert "gates:" not in result.stdout.str()
     assert not list(Path(pytester.path).rglob("gates.json"))
+
+
+def test_a_partial_selection_says_so_and_never_promotes(
+        pytester: pytest.Pytester, workspace: Workspace) -> None:
+    result = pytester.runpytest(*workspace.args("-k", "nrmse", "--promote"))
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*partial run: 12 of 14 planned gates were not selected*",
+                                 "*--promote: not promoted, not every built-in gate ran*"])
+    assert BaselineStore(workspace.baselines).champion_version("burgers1d") == 1

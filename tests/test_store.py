@@ -53,7 +53,7 @@ def test_stale_expectation_is_a_conflict(tmp_path: Path) -> None:
 def test_rollback_of_a_first_version_is_refused(tmp_path: Path) -> None:
     store = BaselineStore(tmp_path)
     store.promote("s", evaluation(0.3), expected=None, provenance={})
-    with pytest.raises(GateInputError, match="first version"):
+    with pytest.raises(GateInputError, match="nothing to roll back to"):
         store.rollback("s")
 
 
@@ -140,3 +140,29 @@ def test_cli_lists_shows_diffs_and_rolls_back(tmp_path: Path,
     assert store.champion_version("s") == 1
     assert cli([*base, "--suite", "../x", "list"]) == 1
     assert "not allowed" in capsys.readouterr().err
+
+
+def test_a_second_rollback_does_not_bring_the_bad_version_back(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    store.promote("s", evaluation(0.3), expected=None, provenance={})
+    store.promote("s", evaluation(0.2), expected=1, provenance={})
+    assert store.rollback("s") == (2, 1)
+    with pytest.raises(GateInputError, match="nothing to roll back to"):
+        store.rollback("s")
+    assert store.champion_version("s") == 1
+    assert store.rollback("s", to=2) == (1, 2)  # forward again only when asked by name
+
+
+@pytest.mark.parametrize(("metrics", "extra", "words"), [
+    ({"nrmse": float("nan")}, {}, "non-finite metric(s) nrmse"),
+    ({"nrmse": 0.1, "energy": float("inf")}, {}, "non-finite metric(s) energy"),
+    ({"nrmse": 0.1}, {"repeats": {"nrmse": "see wandb"}}, '"repeats" must map'),
+    ({"nrmse": 0.1}, {"repeats": {"nrmse": [0.1, float("nan")]}}, '"repeats" must map'),
+])
+def test_a_version_that_could_not_load_again_is_never_written(
+        tmp_path: Path, metrics: dict, extra: dict, words: str) -> None:
+    store = BaselineStore(tmp_path)
+    with pytest.raises(GateInputError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        store.promote("s", Evaluation(Path("e.json"), metrics, extra), expected=None,
+                      provenance={})
+    assert store.versions("s") == [] and store.champion_version("s") is None
