@@ -51,10 +51,16 @@ def raw_report(text: str) -> Callable[[Workspace], list[str]]:
     return mutate
 
 
-def set_extra(ws: Workspace, **extra: object) -> None:
+def set_extra(ws: Workspace, **extra: object) -> list[str]:
     data = report(ws)
     data["extra"].update(extra)
     ws.eval.write_text(json.dumps(data))
+    return []
+
+
+def move_report(ws: Workspace, where: Path) -> list[str]:
+    ws.eval = where
+    return []
 
 
 def drop_metric(ws: Workspace) -> list[str]:
@@ -127,7 +133,7 @@ EXIT_CASES: list[tuple[str, Callable[[Workspace], list[str]], list[str]]] = [
      ["burgers1d_eval.json", "metric 'mse' must be a number, got bool"]),
     ("negative-error-metric", set_metric("mae", -0.01),
      ["burgers1d_eval.json", "metric 'mae' is an error metric and cannot be negative"]),
-    ("missing-report", lambda ws: (setattr(ws, "eval", ws.root / "nope.json"), [])[1],
+    ("missing-report", lambda ws: move_report(ws, ws.root / "nope.json"),
      ["nope.json", "cannot read the evaluation report"]),
     ("unknown-eval-row", csv_report([GOOD_ROW], row="r9"),
      ["leaderboard.csv", "no row has run_id or label 'r9'"]),
@@ -160,7 +166,7 @@ EXIT_CASES: list[tuple[str, Callable[[Workspace], list[str]], list[str]]] = [
      ["policy.toml", "physics.ceilings.bc_violation must not be negative"]),
     ("policy-not-toml", baseline_file("policy.toml", "[regression\n"),
      ["policy.toml", "not valid TOML"]),
-    ("suite-misspelled-in-report", lambda ws: (set_extra(ws, suite="burgers_1d"), [])[1],
+    ("suite-misspelled-in-report", lambda ws: set_extra(ws, suite="burgers_1d"),
      ["unknown suite 'burgers_1d'", "name it with --suite"]),
     ("npz-non-finite-values", samples_npz(nrmse=np.array([0.1, np.nan, 0.2]),
                                           mse=np.ones(3)),
