@@ -4,15 +4,11 @@ physics values against their ceilings. matplotlib is imported here only."""
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
-import select
-import signal
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gates.forked import Forked, ForkedError
 from gates.model import Outcome
 
 if TYPE_CHECKING:
@@ -123,88 +119,33 @@ def _warm_up() -> None:
 
 
 class ChartWorker:
-    """Draws the charts in a forked child that imported matplotlib while the gates ran.
-
-    matplotlib's import and first render cost about a second, which would otherwise be
-    added to the end of every session; forked at session start, the child does that work
-    on the other core. Where forking is unsafe (other threads running, no ``fork``) or the
-    child fails, the charts are drawn in this process instead: the same files either way.
-    """
+    """Draws the charts in a child that imported matplotlib while the gates ran
+    (``gates.forked``); without a child, or if it fails, they are drawn here instead:
+    the same files either way."""
 
     def __init__(self, fork: bool = True) -> None:
-        self.pid: int | None = None
-        self._send: int | None = None
-        self._receive: int | None = None
+        self._child = Forked(_warm_up, _draw) if fork else None
         self._job: tuple[list[Outcome], Path] = ([], Path("."))
-        if not fork or not hasattr(os, "fork") or threading.active_count() > 1:
-            return
-        to_child, from_parent = os.pipe()[::-1]
-        to_parent, from_child = os.pipe()[::-1]
-        pid = os.fork()
-        if pid == 0:  # the child: never returns
-            os.close(to_child)
-            os.close(from_child)
-            self._serve(from_parent, to_parent)
-        os.close(from_parent)
-        os.close(to_parent)
-        self.pid, self._send, self._receive = pid, to_child, from_child
 
-    @staticmethod
-    def _serve(incoming: int, outgoing: int) -> None:
-        code = 1
-        try:
-            import matplotlib.backends.backend_agg  # noqa: F401 - the point of the fork
-            import matplotlib.figure  # noqa: F401
-
-            _warm_up()
-            with os.fdopen(incoming, "rb") as handle:
-                request = json.loads(handle.read() or b"null")
-            if request is not None:
-                outcomes = [Outcome.from_json(o) for o in request["outcomes"]]
-                paths = render_all(outcomes, Path(request["out_dir"]))
-                os.write(outgoing, json.dumps([str(p) for p in paths]).encode())
-            code = 0
-        except BaseException:  # noqa: BLE001 - the parent draws them itself on any failure
-            code = 1
-        finally:
-            os._exit(code)
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid if self._child else None
 
     def submit(self, outcomes: list[Outcome], out_dir: Path) -> None:
-        """Hand the outcomes to the child, which starts drawing at once."""
         self._job = (outcomes, out_dir)
-        if self._send is None:
-            return
-        send, self._send = self._send, None
-        payload = json.dumps({"outcomes": [o.to_json() for o in outcomes],
-                              "out_dir": str(out_dir)}).encode()
-        with contextlib.suppress(OSError), os.fdopen(send, "wb") as handle:
-            handle.write(payload)  # closing the pipe tells the child to start
+        if self._child is not None and self._child.running:
+            self._child.submit(self._job)
 
     def collect(self, timeout: float = 120.0) -> list[Path]:
-        """The charts' paths, drawn here if the child could not."""
-        outcomes, out_dir = self._job
-        paths = None
-        if self._receive is not None:
-            try:
-                ready, _, _ = select.select([self._receive], [], [], timeout)
-                answer = os.read(self._receive, 1 << 20) if ready else b""
-                paths = [Path(p) for p in json.loads(answer)] if answer else None
-            except (OSError, ValueError):
-                paths = None
-        self.close()
-        return render_all(outcomes, out_dir) if paths is None else paths
+        if self._child is not None and self._child.running:
+            with contextlib.suppress(ForkedError):
+                return list(self._child.collect(timeout))
+        return render_all(*self._job)
 
     def close(self) -> None:
-        """Stop the child (if the session ends without asking for charts)."""
-        if self.pid is None:
-            return
-        for fd in (self._send, self._receive):
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._send = self._receive = None
-        with contextlib.suppress(ChildProcessError):
-            if os.waitpid(self.pid, os.WNOHANG) == (0, 0):
-                os.kill(self.pid, signal.SIGKILL)
-                os.waitpid(self.pid, 0)
-        self.pid = None
+        if self._child is not None:
+            self._child.close()
+
+
+def _draw(_: object, job: tuple[list[Outcome], Path]) -> list[Path]:
+    return render_all(*job)

@@ -17,7 +17,7 @@ from gates.runinfo import run_path
 from gates.store import utc_now, who
 
 if TYPE_CHECKING:
-    from gates.wandb_sink import RunStarter
+    from gates.wandb_sink import WandbWorker
 
 
 def order(outcomes: list[Outcome], ctx: GateContext | None) -> list[Outcome]:
@@ -29,7 +29,7 @@ def order(outcomes: list[Outcome], ctx: GateContext | None) -> list[Outcome]:
 def finish_session(ctx: GateContext | None, outcomes: list[Outcome], settings: Settings,
                    exitstatus: int, *, input_error: GateInputError | None = None,
                    charts: ChartWorker | None = None,
-                   wandb_run: RunStarter | None = None) -> SessionResult:
+                   wandb_worker: WandbWorker | None = None) -> SessionResult:
     outcomes = order(outcomes, ctx)
     notes: list[str] = []
     ok = bool(outcomes) and all(o.passed for o in outcomes) and exitstatus == 0
@@ -55,7 +55,7 @@ def finish_session(ctx: GateContext | None, outcomes: list[Outcome], settings: S
         promote(ctx, result)
     write_local(ctx, result, charts)
     if ctx is not None and input_error is None:
-        log_wandb(ctx, result, wandb_run)
+        log_wandb(ctx, result, wandb_worker)
     return result
 
 
@@ -149,14 +149,14 @@ def build_dashboards(ctx: GateContext, result: SessionResult) -> Any:
 
 
 def log_wandb(ctx: GateContext, result: SessionResult,
-              started: RunStarter | None = None) -> None:
+              worker: WandbWorker | None = None) -> None:
     """Log to W&B; any trouble is one warning line and nothing else."""
     if ctx.settings.wandb == "off":
         return
     try:
         from gates.wandb_sink import log_session
 
-        result.wandb_run_dir = log_session(ctx, result, started)
+        result.wandb_run_dir = worker.log(result) if worker else log_session(ctx, result)
     except Exception as exc:  # noqa: BLE001 - W&B never changes a verdict
         message = f"W&B logging skipped: {type(exc).__name__}: {exc}".splitlines()[0]
         result.notes.append(message)

@@ -22,7 +22,7 @@ from gates.model import Kind, Outcome, Status
 if TYPE_CHECKING:
     from gates.charts import ChartWorker
     from gates.result import SessionResult
-    from gates.wandb_sink import RunStarter
+    from gates.wandb_sink import WandbWorker
 
 PROPERTY = "gate_outcome"
 PACKAGE_DIR = Path(__file__).parent.resolve()
@@ -118,7 +118,7 @@ class GateSession:
         self.result: SessionResult | None = None
         self.active = False
         self.charts: ChartWorker | None = None
-        self.wandb_run: RunStarter | None = None
+        self.wandb_worker: WandbWorker | None = None
 
     @property
     def is_worker(self) -> bool:
@@ -169,11 +169,11 @@ class GateSession:
             if self.context is not None and not self.is_worker:
                 from gates.charts import ChartWorker
 
-                self.charts = ChartWorker()  # forks: before any thread of ours starts
+                self.charts = ChartWorker()  # each forks a child that prepares its sink
                 if self.settings.wandb != "off":
-                    from gates.wandb_sink import RunStarter
+                    from gates.wandb_sink import WandbWorker
 
-                    self.wandb_run = RunStarter(self.context)
+                    self.wandb_worker = WandbWorker(self.context)
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         return self.context.header() if self.context else []
@@ -210,14 +210,15 @@ class GateSession:
         self.result = finish_session(self.context, list(self.outcomes.values()),
                                      self.settings, int(exitstatus),
                                      input_error=self.input_error, charts=self.charts,
-                                     wandb_run=self.wandb_run)
+                                     wandb_worker=self.wandb_worker)
         if self.result.exit_code and exitstatus in (pytest.ExitCode.OK,
                                                     pytest.ExitCode.NO_TESTS_COLLECTED):
             session.exitstatus = self.result.exit_code
 
     def pytest_unconfigure(self) -> None:
-        if self.charts is not None:
-            self.charts.close()  # a session that ended early leaves no child behind
+        for child in (self.charts, self.wandb_worker):
+            if child is not None:
+                child.close()  # a session that ended early leaves no child behind
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.result is None:

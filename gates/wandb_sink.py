@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from gates.context import GateContext
+from gates.forked import Forked
 from gates.model import Kind, Outcome, Status
 from gates.outputs import evidence_text
 from gates.result import SessionResult
@@ -124,35 +124,28 @@ def init_options(ctx: GateContext, mode: str) -> dict[str, Any]:
     return options
 
 
-class RunStarter:
-    """Imports wandb and opens the run in a thread while the gates run.
+class WandbWorker:
+    """The W&B session in a child forked at session start (``gates.forked``).
 
     ``import wandb`` and ``wandb.init`` (which starts W&B's helper process) cost over a
-    second, a fixed price per session; started at session start they overlap the gate
-    checks instead of adding to the end. Nothing is logged until the session ends.
+    second per session; in the child they run on the other core while the gates run, and
+    at the end the parent only hands over the results. Without a child (threads already
+    running, as on an xdist controller) the session is logged in-process.
     """
 
     def __init__(self, ctx: GateContext) -> None:
-        self.run: Any = None
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._start, args=(ctx,), daemon=True,
-                                        name="gates-wandb-init")
-        self._thread.start()
+        self.ctx = ctx
+        self._child = Forked(lambda: open_run(ctx), lambda run, result: _log(ctx, result, run))
 
-    def _start(self, ctx: GateContext) -> None:
-        try:
-            self.run = open_run(ctx)
-        except BaseException as exc:  # noqa: BLE001 - reported at the end, never raised here
-            self.error = exc
+    def log(self, result: SessionResult) -> Path | None:
+        if not self._child.running:
+            return log_session(self.ctx, result)
+        self._child.submit(result)
+        answer: Path | None = self._child.collect(timeout=_init_timeout() + 600)
+        return answer
 
-    def result(self) -> Any:
-        """The open run, or the exception that prevented it."""
-        self._thread.join(timeout=_init_timeout() + 30)
-        if self._thread.is_alive():
-            raise TimeoutError("wandb.init did not return")
-        if self.error is not None:
-            raise self.error
-        return self.run
+    def close(self) -> None:
+        self._child.close()
 
 
 def _init_timeout() -> float:
@@ -172,12 +165,15 @@ def open_run(ctx: GateContext) -> Any:
     return wandb.init(**init)
 
 
-def log_session(ctx: GateContext, result: SessionResult,
-                starter: RunStarter | None = None) -> Path | None:
-    """Log the whole session to one W&B run; returns the offline run folder, if any."""
+def log_session(ctx: GateContext, result: SessionResult) -> Path | None:
+    """Log the whole session to one W&B run, in this process."""
+    return _log(ctx, result, open_run(ctx))
+
+
+def _log(ctx: GateContext, result: SessionResult, run: Any) -> Path | None:
+    """Everything of a session into an open run, then finish it; the offline folder."""
     import wandb
 
-    run = starter.result() if starter is not None else open_run(ctx)
     try:
         run.log(_payload(wandb, result))
         run.summary.update(summary_values(result))
