@@ -175,9 +175,33 @@ def paired_evidence(
     order = np.lexsort((c, b))  # canonical order: the answer ignores input order
     b, c = b[order], c[order]
 
-    if np.array_equal(b, c):
-        return _identical(n, seed, threshold, rule, margin, higher_is_better, confidence)
+    identical = bool(np.array_equal(b, c))  # no change and no noise to measure
+    what = f"{n} identical samples" if identical else f"{n} samples"
+    if identical:
+        change, ci_low, ci_high, p_value = 0.0, 0.0, 0.0, 1.0
+    else:
+        change, ci_low, ci_high, p_value = _bootstrap(b, c, n, n_resamples, seed, confidence,
+                                                      higher_is_better)
+    return _build(
+        method="paired-bootstrap",
+        change=change,
+        ci=(ci_low, ci_high),
+        p_value=p_value,
+        n=n,
+        seed=seed,
+        higher_is_better=higher_is_better,
+        threshold=threshold,
+        rule=rule,
+        margin=margin,
+        confidence=confidence,
+        what=what,
+    )
 
+
+def _bootstrap(b: npt.NDArray[np.float64], c: npt.NDArray[np.float64], n: int,
+               n_resamples: int, seed: int, confidence: float,
+               higher_is_better: bool) -> tuple[float, float, float, float]:
+    """Change of the mean, its expanded-percentile interval and the one-sided p-value."""
     total_b = float(b.sum())
     if total_b == 0.0:
         raise ValueError("the baseline mean is 0, so a relative change is undefined")
@@ -202,21 +226,7 @@ def paired_evidence(
     q = float(np.count_nonzero(worse_boot <= 0.0)) / n_resamples
     q = min(max(q, 0.5 / n_resamples), 1.0 - 0.5 / n_resamples)
     p_value = _t_cdf(_NORMAL.inv_cdf(q) * math.sqrt((n - 1) / n), n - 1)
-
-    return _build(
-        method="paired-bootstrap",
-        change=change,
-        ci=(ci_low, ci_high),
-        p_value=p_value,
-        n=n,
-        seed=seed,
-        higher_is_better=higher_is_better,
-        threshold=threshold,
-        rule=rule,
-        margin=margin,
-        confidence=confidence,
-        what=f"{n} samples",
-    )
+    return change, ci_low, ci_high, p_value
 
 
 def repeats_evidence(
@@ -395,32 +405,6 @@ def _build(
         seed=seed,
         regressed=regressed,
         note=note,
-    )
-
-
-def _identical(
-    n: int,
-    seed: int,
-    threshold: float,
-    rule: Rule,
-    margin: float,
-    higher_is_better: bool,
-    confidence: float,
-) -> Evidence:
-    """Every sample identical: no change and no noise to measure."""
-    return _build(
-        method="paired-bootstrap",
-        change=0.0,
-        ci=(0.0, 0.0),
-        p_value=1.0,
-        n=n,
-        seed=seed,
-        higher_is_better=higher_is_better,
-        threshold=threshold,
-        rule=rule,
-        margin=margin,
-        confidence=confidence,
-        what=f"{n} identical samples",
     )
 
 
