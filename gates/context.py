@@ -230,21 +230,26 @@ def noise_evidence(ctx: GateContext, metric: str, current: float | None,
     rule = cast(Rule, policy.rule)
     ours, theirs = ev.samples.get(metric), champ.samples.get(metric)
     repeats = champ.repeats.get(metric, [])
-    mismatch = _aggregate_mismatch(metric, ours, current, ev.samples_path) or \
-        _aggregate_mismatch(metric, theirs, baseline, "the champion's samples.npz")
-    if mismatch:  # the vectors do not describe the reported numbers: trust neither silently
+    paired = ours is not None and theirs is not None
+
+    def fallback(reason: str) -> tuple[dict[str, Any], None]:
         found = evidence.threshold_evidence(baseline, current, **options)
-        return {**asdict(found), "note": f"{found.note} ({mismatch})"}, None
-    if ours is not None and theirs is not None and \
-            (champ.sample_ids is None) != (ev.sample_ids is None):
-        raise SampleSetError(f"{ev.samples_path}: {metric}: sample ids are given on one side "
-                             "only; give sample_id in both or in neither")
-    if (ours is None or theirs is None) and len(repeats) >= 2:
+        return {**asdict(found), "note": f"{found.note} ({reason})"}, None
+
+    # data whose mean is not the reported number cannot judge it: trust neither silently
+    if paired:
+        mismatch = _aggregate_mismatch(metric, ours, current, ev.samples_path) or \
+            _aggregate_mismatch(metric, theirs, baseline, "the champion's samples.npz")
+    elif len(repeats) >= 2:
         mismatch = _aggregate_mismatch(metric, np.asarray(repeats), baseline,
                                        "the champion's repeats")
-        if mismatch:
-            found = evidence.threshold_evidence(baseline, current, **options)
-            return {**asdict(found), "note": f"{found.note} ({mismatch})"}, None
+    else:
+        mismatch = None
+    if mismatch:
+        return fallback(mismatch)
+    if paired and (champ.sample_ids is None) != (ev.sample_ids is None):
+        raise SampleSetError(f"{ev.samples_path}: {metric}: sample ids are given on one side "
+                             "only; give sample_id in both or in neither")
     try:
         if ours is not None and theirs is not None:
             found = evidence.paired_evidence(
@@ -261,9 +266,7 @@ def noise_evidence(ctx: GateContext, metric: str, current: float | None,
         where = ev.samples_path or ev.path
         raise SampleSetError(f"{where}: {metric}: {exc}") from None
     except ValueError as exc:  # e.g. a zero baseline mean: the fixed rule still applies
-        found = evidence.threshold_evidence(baseline, current, **options)
-        return {**asdict(found), "note": f"{found.note} (paired test not possible: {exc})"}, \
-            None
+        return fallback(f"paired test not possible: {exc}")
     return asdict(found), (found.regressed if found.method != "threshold-only" else None)
 
 
