@@ -13,11 +13,18 @@ import numpy as np
 
 
 class Status(StrEnum):
+    """What one gate decided (SPEC "Statuses")."""
+
     PASS = "pass"
-    IMPROVED = "improved"
-    NO_BASELINE = "no_baseline"
+    IMPROVED = "improved"  # a pass: better than the champion beyond the improvement margin
+    NO_BASELINE = "no_baseline"  # a pass with a notice, unless --gates-strict
+    WARN = "warn"  # would fail, but its severity is "warn": reported and alerted, not failing
     FAIL = "fail"
-    ERROR = "error"
+    CHANGED = "changed"  # a failure: direction unknown and it moved beyond the tolerance
+    INCOMPARABLE = "incomparable"  # a failure: champion and challenger measured other things
+    ERROR = "error"  # bad input
+    PROMOTABLE = "promotable"  # the promotion gate's answers: neither decides the verdict
+    NOT_PROMOTABLE = "not_promotable"
 
 
 class Kind(StrEnum):
@@ -28,7 +35,10 @@ class Kind(StrEnum):
     CUSTOM = "custom"
 
 
-PASSING = frozenset({Status.PASS, Status.IMPROVED, Status.NO_BASELINE})
+#: Statuses that do not fail the verdict. ``not_promotable`` is here because promotion is a
+#: separate question (``promotable``), not a failure, unless ``--gates-require-promotion``.
+PASSING = frozenset({Status.PASS, Status.IMPROVED, Status.NO_BASELINE, Status.WARN,
+                     Status.PROMOTABLE, Status.NOT_PROMOTABLE})
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,7 @@ class Outcome:
     threshold: float | None = None
     message: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
+    severity: str = "fail"
 
     @property
     def passed(self) -> bool:
@@ -55,7 +66,8 @@ class Outcome:
             "id": self.id, "kind": str(self.kind), "metric": self.metric,
             "status": str(self.status), "current": json_number(self.current),
             "baseline": json_number(self.baseline), "change_pct": json_number(self.change_pct),
-            "threshold": json_number(self.threshold), "message": self.message,
+            "threshold": json_number(self.threshold), "severity": self.severity,
+            "message": self.message,
             "evidence": {k: json_number(v) for k, v in self.evidence.items()},
         }
 
@@ -72,6 +84,7 @@ class Outcome:
             threshold=_opt_float(data.get("threshold")),
             message=str(data.get("message", "")),
             evidence=dict(data.get("evidence") or {}),
+            severity=str(data.get("severity", "fail")),
         )
 
 
@@ -100,6 +113,18 @@ class Evaluation:
     format: str = "metric-report"
     row: dict[str, Any] | None = None
     bundled: bool = False
+    #: metric -> how its per-sample vector relates to the aggregate: "mean" (the vector
+    #: averages to it, the default), "rms" (per-sample squared contributions: the aggregate
+    #: is the root of their mean) or "max" (the aggregate is their maximum)
+    aggregation: dict[str, str] = field(default_factory=dict)
+    #: TTC step logs carried inside the report (the Lightning evaluator's details)
+    ttc_logs: list[dict[str, Any]] | None = None
+    #: sidecar files found beside the report: "samples", "ttc_log", "config", "preview"
+    sidecars: dict[str, Path] = field(default_factory=dict)
+    #: provenance the report itself states (a leaderboard row's commit, train_wandb_*, ...)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    #: spatial shape of the prediction/target arrays the field metrics came from
+    field_shape: tuple[int, ...] | None = None
 
     @property
     def run_id(self) -> str | None:

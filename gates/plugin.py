@@ -30,13 +30,14 @@ PACKAGE_DIR = Path(__file__).parent.resolve()
 OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("eval", "evaluation report to gate (MetricReport JSON, flat JSON or leaderboard CSV)",
      {}),
-    ("eval_row", "leaderboard row (run id or label) when --eval is a CSV", {}),
+    ("eval_row", "leaderboard row (run id or label) when --gates-eval is a CSV", {}),
     ("baselines", "baseline store (default ./baselines)", {}),
     ("suite", "suite within the store (default: the only one, or from the report)", {}),
-    ("promote", "when every gate passes, write the challenger as the new champion",
+    ("promote", "promote the challenger when the verdict passes and it is promotable",
      {"action": "store_true"}),
+    ("require_promotion", "'not promotable' fails the session", {"action": "store_true"}),
     ("strict", "no_baseline fails instead of passing", {"action": "store_true"}),
-    ("gates_out", "where local outputs go (default: the eval report's folder)", {}),
+    ("out", "where local outputs go (default: gates-out/ beside the report)", {}),
     ("wandb", "W&B mode: off, offline or online (default: WANDB_MODE, else offline)", {}),
     ("wandb_info", "run info JSON of the evaluation's W&B run", {}),
     ("arrays", "prediction/target arrays (.npz, folder of .npy, or zarr) for field metrics",
@@ -45,17 +46,17 @@ OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("leaderboard", "leaderboard CSV for the leaderboard tables", {}),
     ("dask_scheduler", "compute field metrics on an existing Dask cluster (tcp://host:port)",
      {}),
+    ("no_ledger", "do not append this session to the suite's runs.jsonl",
+     {"action": "store_true"}),
 ]
-FLAG_NAMES = {name: "--" + name.replace("_", "-") for name, _, _ in OPTIONS}
-FLAG_NAMES["wandb"] = "--wandb"
+FLAG_NAMES = {name: "--gates-" + name.replace("_", "-") for name, _, _ in OPTIONS}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("gates", "physics ML regression gates")
     for name, help_text, extra in OPTIONS:
-        if name != "strict":  # pytest owns --strict (its strict mode); the gates read it
-            group.addoption(FLAG_NAMES[name], dest=f"gates_{name}", default=None,
-                            help=help_text, **extra)
+        group.addoption(FLAG_NAMES[name], dest=f"gates_{name}", default=None,
+                        help=help_text, **extra)
         if extra.get("action") == "store_true":
             parser.addini(f"gates_{name}", help_text, type="bool")
         else:
@@ -63,21 +64,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _option(config: pytest.Config, name: str) -> Any:
-    if name == "strict":
-        return _ini_true(config, "strict") or _ini_true(config, "gates_strict")
     value = config.getoption(f"gates_{name}")
     if value in (None, False):
         ini = config.getini(f"gates_{name}")
         value = ini if ini not in ("", None) else value
     return value
-
-
-def _ini_true(config: pytest.Config, name: str) -> bool:
-    try:
-        value = config.getini(name)
-    except ValueError:
-        return False
-    return value is True or str(value).lower() in ("true", "1", "yes")
 
 
 def settings_from(config: pytest.Config) -> Settings:
@@ -92,7 +83,7 @@ def settings_from(config: pytest.Config) -> Settings:
         suite=_option(config, "suite") or None,
         promote=bool(_option(config, "promote")),
         strict=bool(_option(config, "strict")),
-        gates_out=path("gates_out"),
+        gates_out=path("out"),
         wandb=wandb_mode(_option(config, "wandb")),
         wandb_info=path("wandb_info"),
         arrays=path("arrays"),
