@@ -14,11 +14,6 @@ import matplotlib.figure  # noqa: F401 - in-process runs then reuse them instead
 import pandas  # noqa: F401 - importing them again in every session
 import pytest
 
-import gates.charts  # noqa: F401
-import gates.dashboards  # noqa: F401
-import gates.finish  # noqa: F401
-from tests.wandb_run import hermetic_wandb_env
-
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +22,39 @@ SAMPLE = PACKAGE / "sample"
 BASELINES = ROOT / "baselines"
 
 _WANDB_HOME = tempfile.mkdtemp(prefix="gates-tests-wandb-")
+
+#: W&B switches for tests: offline, silent, nothing collected about the machine or the code
+HERMETIC_WANDB_FLAGS = {
+    "WANDB_MODE": "offline",
+    "WANDB_SILENT": "true",
+    "WANDB_CONSOLE": "off",
+    "WANDB_DISABLE_GIT": "true",
+    "WANDB_DISABLE_CODE": "true",
+    "WANDB_ERROR_REPORTING": "false",
+    "WANDB_X_DISABLE_STATS": "true",
+    "WANDB_X_DISABLE_META": "true",
+    "WANDB_X_DISABLE_MACHINE_INFO": "true",
+    "WANDB_X_SAVE_REQUIREMENTS": "false",
+}
+
+
+def hermetic_wandb_env(tmp: Path) -> dict[str, str]:
+    """Environment for a subprocess that may use W&B: offline, every W&B folder in ``tmp``.
+
+    A copy of ``os.environ`` without any inherited ``WANDB_*`` variable (no API key, run
+    id, project, entity, resume or base URL leaks in from the developer's shell) and
+    without ``FAST_TO_SOTA_WANDB_INFO``; set those on the returned dict when a test needs
+    them. The folders are created.
+    """
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("WANDB_") and k != "FAST_TO_SOTA_WANDB_INFO"}
+    for name, folder in (("WANDB_DIR", tmp), ("WANDB_CACHE_DIR", tmp / ".wandb-cache"),
+                         ("WANDB_DATA_DIR", tmp / ".wandb-data"),
+                         ("WANDB_CONFIG_DIR", tmp / ".wandb-config")):
+        folder.mkdir(parents=True, exist_ok=True)
+        env[name] = str(folder)
+    env.update(HERMETIC_WANDB_FLAGS)
+    return env
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -65,8 +93,8 @@ class Workspace:
     baselines: Path
 
     def args(self, *extra: str, wandb: str = "off") -> list[str]:
-        return [str(PACKAGE), "--eval", str(self.eval), "--baselines", str(self.baselines),
-                "--wandb", wandb, "-p", "no:cacheprovider", *extra]
+        return [str(PACKAGE), "--gates-eval", str(self.eval), "--gates-baselines",
+                str(self.baselines), "--gates-wandb", wandb, "-p", "no:cacheprovider", *extra]
 
 
 @pytest.fixture
