@@ -1,11 +1,11 @@
-"""Optional numba kernel for gates.fields: every pointwise sum of a chunk in one fused loop.
+"""Optional numba kernel: every pointwise and face sum of a chunk in one fused loop.
 
-The NumPy kernel in gates.fields makes ~8 array passes per value (subtract, abs, square,
-leaf sums, max, ...). With numba installed (the ``fast`` extra) one compiled loop reads
-each value of pred and target once and keeps every accumulator in registers: sum e,
-sum e^2, sum u, sum u^2 per channel (u = t - t0, the slab's first target value per
-channel), sum |e|, max |e|, sum min(p, 0), followed by the box-face sums (bRMSE,
-bc_violation) while the slab is still in cache. fRMSE stays on NumPy's FFT.
+The NumPy kernel (gates.fields.kernels) makes ~8 array passes per value (subtract, abs,
+square, leaf sums, max, ...). With numba installed (the ``fast`` extra) one compiled
+loop reads each value of pred and target once and keeps every accumulator in registers:
+per channel sum e, sum e^2, sum u, sum u^2 (u = t - t0, the slab's first target value
+per channel) and max |e|; over channels sum |e| and sum max(-p, 0); then PDEBench's face
+sums while the slab is still in cache. The spectra stay on NumPy's FFT.
 
 Precision: every value is widened to float64 before any arithmetic, so float32 input is
 summed more accurately than by the NumPy kernel's float32 leaves; float64 results agree
@@ -19,9 +19,10 @@ which vectorises without fast-math on NaN and still propagates NaN like np.max.
 
 Compilation happens on first use in the process (no ``cache=True``: that would write
 into the installed package): ~1.5-2 s, numba's import included, then ~1 s for each other
-channel count, dtype or nonnegative setting. ``choose`` decides, per computation,
-whether the input is large enough to repay it (GATES_FIELDS_KERNEL=numpy|numba|auto
-overrides); the choice depends only on the input, never on what ran before.
+channel count or dtype. ``choose`` decides, per computation, whether the input is large
+enough to repay it (GATES_FIELDS_KERNEL=numpy|numba|auto overrides); the choice depends
+only on the input, never on what ran before. This module never imports numba at import
+time (``import numba`` below is the top-level package: imports are absolute).
 """
 
 from __future__ import annotations
@@ -67,7 +68,6 @@ AUTO_MAX_CHANNELS = 8
 channel-strided loop (C=11: ~4.6 GB/s, barely ahead of NumPy's ~3.2) while compiling
 takes longer (~2 s)."""
 
-_KINDS = {"none": 0, "periodic": 1, "dirichlet": 2}
 _SPLIT_BYTES = 8 << 20  # bytes of pred + target per thread before a call is split
 _BLOCK = 4096  # points summed in block accumulators before the float64 totals
 _FASTMATH = {"reassoc", "contract", "nsz"}  # no nnan/ninf: NaN must propagate
@@ -110,18 +110,16 @@ def choose(total_bytes: int, kernel: str | None = None, channels: int = 1) -> En
 # --------------------------------------------------------------------------- compiled code
 
 
-def _loop_source(channels: int, nonnegative: bool, block: int) -> str:
+def _loop_source(channels: int, block: int) -> str:
     """Source of the fused kernel for a fixed channel count.
 
     Channel c of a slab row sits at every C-th value; writing one scalar accumulator per
     (quantity, channel) keeps them in registers and lets LLVM vectorise the C-strided
-    loop (accumulator arrays indexed by a runtime channel would live in memory). The
-    negativity sum is only emitted when the layout counts it (3 of ~14 operations).
+    loop (accumulator arrays indexed by a runtime channel would live in memory).
     """
     c_range = range(channels)
     body = [
-        "def fused(p, t, space, kind, dval, se, se2, su, su2, t0, sae, maxbits, neg,",
-        "          bse2, bcn, bcd):",
+        "def fused(p, t, space, se, se2, su, su2, t0, sae, maxbits, neg, bse2):",
         "    k, n_values = p.shape",
         f"    n_points = n_values // {channels}",
         "    for r in range(k):",
@@ -129,12 +127,11 @@ def _loop_source(channels: int, nonnegative: bool, block: int) -> str:
         "        tr = t[r]",
         "        tot_ae = 0.0",
         "        tot_neg = 0.0",
-        "        mx = 0",
     ]
     for c in c_range:
         body += [
             f"        t0_{c} = np.float64(tr[{c}])",
-            f"        tse_{c} = 0.0; tse2_{c} = 0.0; tsu_{c} = 0.0; tsu2_{c} = 0.0",
+            f"        tse_{c} = 0.0; tse2_{c} = 0.0; tsu_{c} = 0.0; tsu2_{c} = 0.0; mx_{c} = 0",
         ]
     body += [
         f"        for x0 in range(0, n_points, {block}):",
@@ -162,10 +159,10 @@ def _loop_source(channels: int, nonnegative: bool, block: int) -> str:
             f"                s_u2_{c} += u * u",
             "                a = abs(e)",
             "                s_ae += a",
-            "                mx = max(mx, _bits(a))",
+            f"                mx_{c} = max(mx_{c}, _bits(a))",
+            # min(p, 0) that keeps NaN, as np.minimum does
+            "                s_neg += pv if not (pv >= 0.0) else 0.0",
         ]
-        if nonnegative:  # min(p, 0) that keeps NaN, as np.minimum does
-            body.append("                s_neg += pv if not (pv >= 0.0) else 0.0")
     body += ["            tot_ae += s_ae", "            tot_neg += s_neg"]
     body += [f"            tse_{c} += s_e_{c}; tse2_{c} += s_e2_{c}; "
              f"tsu_{c} += s_u_{c}; tsu2_{c} += s_u2_{c}" for c in c_range]
@@ -176,23 +173,23 @@ def _loop_source(channels: int, nonnegative: bool, block: int) -> str:
             f"        su[r, {c}] = tsu_{c}",
             f"        su2[r, {c}] = tsu2_{c}",
             f"        t0[r, {c}] = t0_{c}",
+            f"        maxbits[r, {c}] = mx_{c}",
         ]
     body += [
         "        sae[r] = tot_ae",
         "        neg[r] = 0.0 - tot_neg",
-        "        maxbits[r] = mx",
-        f"        bse2[r], bcn[r], bcd[r] = _faces(pr, tr, space, {channels}, kind, dval)",
+        f"        _faces(pr, tr, space, {channels}, bse2[r])",
     ]
     return "\n".join(body) + "\n"
 
 
 @functools.cache
-def _compiled(channels: int, nonnegative: bool) -> Callable[..., None]:
+def _compiled(channels: int) -> Callable[..., None]:
     """The numba dispatcher for one channel count (compiled per dtype on first call)."""
     import numba
 
     namespace = dict(_helpers())
-    source = _loop_source(channels, nonnegative, _BLOCK)
+    source = _loop_source(channels, _BLOCK)
     exec(compile(source, f"<fused C={channels}>", "exec"), namespace)
     fn: Callable[..., None] = numba.njit(nogil=True, fastmath=_FASTMATH)(namespace["fused"])
     return fn
@@ -236,63 +233,32 @@ def _helpers() -> dict[str, Any]:
     return {"np": np, "_bits": _bits, "_sub": _sub, "_faces": faces}
 
 
-def _faces_py(pr: Any, tr: Any, space: Any, channels: int, kind: int,
-              dval: float) -> tuple[float, float, float]:
-    """Box-face sums of one slab row (compiled by _compiled; plain Python for reading).
+def _faces_py(pr: Any, tr: Any, space: Any, channels: int, out: Any) -> None:
+    """PDEBench's face sums of one slab row into ``out[c]`` (compiled by _helpers).
 
-    Returns (sum e^2 on the faces, bcn, bcd) as gates.fields._Kernel._boundary defines
-    them: the faces are the points with some spatial index 0 or n-1, each counted once;
-    periodic bcn/bcd run over the seam of every axis with n >= 3. The row is seen as
-    lines along the last axis: a line on a face of an earlier axis counts whole, any
-    other line its first and last point. (Kept this plain: it compiles in a third of the
-    time of a version with more loops, and runs as fast.)
+    As gates.fields.kernels.Kernel._faces: e^2 over index 0 and n-1 of every axis, a
+    point counted once per face it lies on (twice for a size-1 axis). The row is seen as
+    (outer, n, inner) around each axis in turn; both faces are inner-long runs.
     """
     nd = space.size
-    n_last = space[nd - 1]
-    row = n_last * channels
-    n_lines = pr.size // row
-    bse2 = 0.0
-    bcn = 0.0  # dirichlet: sum |p - dval| on the faces; periodic: seam jumps
-    bcd = 0.0
-    for li in range(n_lines):
-        q = li
-        whole = False
-        for ax in range(nd - 2, -1, -1):  # the line's index along the earlier axes
-            n = space[ax]
-            ix = q % n
-            q //= n
-            whole = whole or ix == 0 or ix == n - 1
-        step = 1 if whole or n_last <= 2 else n_last - 1
-        for x in range(0, n_last, step):
-            for j in range(li * row + x * channels, li * row + (x + 1) * channels):
-                pv = np.float64(pr[j])
-                e = pv - np.float64(tr[j])
-                bse2 += e * e
-                bcn += abs(pv - dval)
-    if kind != 2:
-        bcn = 0.0
-    if kind == 1:
-        stride = channels
-        for ax in range(nd - 1, -1, -1):
-            n = space[ax]
-            if n >= 3:
-                for b0 in range(0, pr.size, n * stride):
-                    for j in range(b0, b0 + stride):
-                        x0 = np.float64(pr[j])
-                        x1 = np.float64(pr[j + stride])
-                        xm = np.float64(pr[j + (n - 2) * stride])
-                        xl = np.float64(pr[j + (n - 1) * stride])
-                        bcn += abs(x0 - xl)
-                        bcd += abs(x1 - x0) + abs(xl - xm)
-            stride *= n
-    return bse2, bcn, 0.5 * bcd
+    inner = channels
+    for ax in range(nd - 1, -1, -1):
+        n = space[ax]
+        outer = pr.size // (n * inner)
+        for o in range(outer):
+            for f in range(2):
+                j0 = (o * n + (0 if f == 0 else n - 1)) * inner
+                for i in range(inner):
+                    e = np.float64(pr[j0 + i]) - np.float64(tr[j0 + i])
+                    out[i % channels] += e * e
+        inner *= n
 
 
 # --------------------------------------------------------------------------- driver
 
 
 class FusedSums:
-    """Per-slab sums of gates.fields._SlabStats for one plan, from the compiled loop.
+    """Per-slab sums of gates.fields.stats.SlabStats for one geometry, from the compiled loop.
 
     The rows of a call are split over ``threads`` threads (the caller plus a shared
     pool): the kernel releases the GIL, and each row's sums are computed whole by one
@@ -302,22 +268,18 @@ class FusedSums:
     OpenMP is installed) aborts on concurrent calls, which dask's threaded workers make.
     """
 
-    def __init__(self, space: tuple[int, ...], channels: int, boundary: str,
-                 dirichlet_value: float, nonnegative: bool, *,
+    def __init__(self, space: tuple[int, ...], channels: int, *,
                  threads: int | None = None) -> None:
         self.space = np.asarray(space, dtype=np.int64)
         self.channels = int(channels)
-        self.nonnegative = bool(nonnegative)
-        self.kind = _KINDS[boundary]
-        self.dval = float(dirichlet_value)
         self.threads = default_threads() if threads is None else max(1, int(threads))
 
     def __call__(self, p2: np.ndarray, t2: np.ndarray, st: Any, j0: int) -> None:
-        """Fill rows j0.. of ``st`` (se, se2, su, su2, t0, sae, maxe, neg, bse2, bcn, bcd).
+        """Fill rows j0.. of ``st`` (se, se2, su, su2, t0, maxe, sae, neg, bse2).
 
         ``p2``/``t2``: C-contiguous (k, L) rows of one dtype (float32 or float64).
         """
-        fn = _compiled(self.channels, self.nonnegative)
+        fn = _compiled(self.channels)
         p2 = _readonly(p2)
         t2 = _readonly(t2)
         k = p2.shape[0]
@@ -327,9 +289,8 @@ class FusedSums:
 
         def run(a: int, b: int) -> None:
             sl = slice(j0 + a, j0 + b)
-            fn(p2[a:b], t2[a:b], self.space, self.kind, self.dval, st.se[sl], st.se2[sl],
-               st.su[sl], st.su2[sl], st.t0[sl], st.sae[sl], st.maxe[sl].view(np.int64),
-               st.neg[sl], st.bse2[sl], st.bcn[sl], st.bcd[sl])
+            fn(p2[a:b], t2[a:b], self.space, st.se[sl], st.se2[sl], st.su[sl], st.su2[sl],
+               st.t0[sl], st.sae[sl], st.maxe[sl].view(np.int64), st.neg[sl], st.bse2[sl])
 
         if parts == 1:
             run(0, k)
@@ -363,16 +324,16 @@ def _readonly(x: np.ndarray) -> np.ndarray:
     return v
 
 
-def warm_up(channels: int = 1, dtype: Any = np.float32, nonnegative: bool = False) -> float:
+def warm_up(channels: int = 1, dtype: Any = np.float32) -> float:
     """Compile the kernel a computation with this channel count and dtype will use.
 
     Returns the seconds spent, numba's import included (~0 once compiled); the
     benchmark reports it apart from the throughput.
     """
-    from gates.fields import _SlabStats  # local: gates.fields imports this module
+    from gates.fields.stats import SlabStats
 
     t0 = time.perf_counter()
     p = np.zeros((1, 12 * channels), dtype=dtype)
-    fused = FusedSums((3, 4), channels, "periodic", 0.0, nonnegative, threads=1)
-    fused(p, p, _SlabStats.zeros(1, channels), 0)
+    fused = FusedSums((3, 4), channels, threads=1)
+    fused(p, p, SlabStats.zeros(1, channels, 0), 0)
     return time.perf_counter() - t0
