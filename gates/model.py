@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class Status(StrEnum):
@@ -31,6 +32,7 @@ class Kind(StrEnum):
     REGRESSION = "regression"
     PHYSICS = "physics"
     PROMOTION = "promotion"
+    COMPARABILITY = "comparability"
     INPUT = "input"
     CUSTOM = "custom"
 
@@ -150,3 +152,6 @@ class Champion:
     sample_ids: np.ndarray | None = None
     repeats: dict[str, list[float]] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: the champion evaluation's ``extra`` (what it was evaluated on: dataset, grid, ...)
+    extra: dict[str, Any] = field(default_factory=dict)
+    aggregation: dict[str, str] = field(default_factory=dict)

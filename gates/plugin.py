@@ -1,31 +1,34 @@
-"""The pytest plugin: options, fixtures, parametrization, outcome collection and sinks.
+"""The pytest plugin: options, the plan's hand-over to xdist workers, outcomes on test
+reports, fixtures, and the sinks at the end.
 
 Loaded by the project's root ``conftest.py`` and, for other repositories, by the
-``pytest11`` entry point. It stays inert in sessions that run no gates. Gate logic lives
-in ``gates.logic``; local outputs in ``gates.outputs``; W&B in ``gates.wandb_sink``.
+``pytest11`` entry point. In a session that gates nothing it imports nothing heavy and
+adds no output. Gate logic lives in ``gates.logic``, planning in ``gates.plan``, the end
+of a session in ``gates.session``, and every output in ``gates.sinks``.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-from collections.abc import Callable
+import os
+import pickle
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from gates.context import GateContext, Settings, load_context, wandb_mode
 from gates.errors import GateInputError
 from gates.model import Kind, Outcome, Status
 
 if TYPE_CHECKING:
-    from gates.charts import ChartWorker
+    from gates.plan import Plan, Settings
     from gates.result import SessionResult
-    from gates.wandb_sink import WandbWorker
 
-PROPERTY = "gate_outcome"
 PACKAGE_DIR = Path(__file__).parent.resolve()
+WORKER_PLAN = "gates_plan"  # workerinput key: the pickled plan (controller -> workers)
+WORKER_ERROR = "gates_input_error"
+REPORT_ATTR = "gates"  # TestReport attribute carrying a test's outcomes (survives xdist)
+OUTCOMES = pytest.StashKey[list[Outcome]]()
 
 OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("eval", "evaluation report to gate (MetricReport JSON, flat JSON or leaderboard CSV)",
@@ -42,7 +45,8 @@ OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("wandb_info", "run info JSON of the evaluation's W&B run", {}),
     ("arrays", "prediction/target arrays (.npz, folder of .npy, or zarr) for field metrics",
      {}),
-    ("training_log", "training log (JSON lines) for the stage comparison", {}),
+    ("training_log", "training log (JSON lines or W&B history CSV) for the stage comparison",
+     {}),
     ("leaderboard", "leaderboard CSV for the leaderboard tables", {}),
     ("dask_scheduler", "compute field metrics on an existing Dask cluster (tcp://host:port)",
      {}),
@@ -57,10 +61,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for name, help_text, extra in OPTIONS:
         group.addoption(FLAG_NAMES[name], dest=f"gates_{name}", default=None,
                         help=help_text, **extra)
-        if extra.get("action") == "store_true":
-            parser.addini(f"gates_{name}", help_text, type="bool")
-        else:
-            parser.addini(f"gates_{name}", help_text, type="string")
+        parser.addini(f"gates_{name}", help_text,
+                      type="bool" if extra.get("action") == "store_true" else "string")
+    parser.addini("gates_wandb_timeout", "seconds the whole W&B sink may take (default 30)",
+                  type="string", default="30")
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from gates.sinks import GatesHookSpec
+
+    pluginmanager.add_hookspecs(GatesHookSpec)
 
 
 def _option(config: pytest.Config, name: str) -> Any:
@@ -72,51 +82,52 @@ def _option(config: pytest.Config, name: str) -> Any:
 
 
 def settings_from(config: pytest.Config) -> Settings:
+    from gates.plan import Settings, wandb_mode
+
     def path(name: str) -> Path | None:
         value = _option(config, name)
         return Path(value) if value else None
 
+    wandb = wandb_mode(_option(config, "wandb"))
+    if wandb not in ("off", "offline", "online"):
+        raise pytest.UsageError(f"--gates-wandb must be off, offline or online (or WANDB_MODE "
+                                f"disabled/offline/online), got {wandb!r}")
+    try:
+        timeout = float(config.getini("gates_wandb_timeout"))
+    except ValueError:
+        raise pytest.UsageError("gates_wandb_timeout must be a number of seconds") from None
     return Settings(
-        eval=path("eval"),
-        eval_row=_option(config, "eval_row") or None,
-        baselines=path("baselines") or Path("baselines"),
-        suite=_option(config, "suite") or None,
+        eval=path("eval"), eval_row=_option(config, "eval_row") or None,
+        baselines=path("baselines"), suite=_option(config, "suite"),
         promote=bool(_option(config, "promote")),
-        strict=bool(_option(config, "strict")),
-        gates_out=path("out"),
-        wandb=wandb_mode(_option(config, "wandb")),
-        wandb_info=path("wandb_info"),
-        arrays=path("arrays"),
-        training_log=path("training_log"),
-        leaderboard=path("leaderboard"),
+        require_promotion=bool(_option(config, "require_promotion")),
+        strict=bool(_option(config, "strict")), out=path("out"), wandb=wandb,
+        wandb_info=path("wandb_info"), wandb_timeout=timeout, arrays=path("arrays"),
+        training_log=path("training_log"), leaderboard=path("leaderboard"),
         dask_scheduler=_option(config, "dask_scheduler") or None,
-        workdir=config.invocation_params.dir,
+        no_ledger=bool(_option(config, "no_ledger")), workdir=config.invocation_params.dir,
     )
 
 
 class GateSession:
-    """Per-session state: the loaded context, and the outcomes reported by the tests."""
+    """Per-session state: the plan, and the outcomes the tests reported."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.settings = settings_from(config)
-        if self.settings.wandb not in ("off", "offline", "online"):
-            raise pytest.UsageError(f"--wandb must be off, offline or online (or WANDB_MODE "
-                                    f"disabled/offline/online), got {self.settings.wandb!r}")
-        self.context: GateContext | None = None
+        self.settings: Settings | None = None
+        self.plan: Plan | None = None
         self.input_error: GateInputError | None = None
-        self.outcomes: dict[str, Outcome] = {}
+        self.outcomes: list[Outcome] = []
         self.result: SessionResult | None = None
         self.active = False
-        self.charts: ChartWorker | None = None
-        self.wandb_worker: WandbWorker | None = None
 
     @property
     def is_worker(self) -> bool:
         return hasattr(self.config, "workerinput")
 
     def requested(self) -> bool:
-        """Does this session gate an evaluation? (``--eval``, or paths into the package.)"""
+        """Does this session gate an evaluation? (``--gates-eval``, or paths into the
+        package's checks.)"""
         if self.config.getoption("gates_eval"):
             return True
         pyargs = self.config.getoption("pyargs", False)
@@ -129,92 +140,148 @@ class GateSession:
                 return True
         return False
 
-    def load(self) -> GateContext | None:
-        if self.context is None and self.input_error is None:
-            self.active = True
-            try:
-                self.context = load_context(self.settings, progress=self._progress())
-            except GateInputError as exc:
-                self.input_error = exc
-        return self.context
+    def load(self) -> Plan | None:
+        """The plan: loaded once on the controller, received by workers."""
+        if self.active:
+            return self.plan
+        self.active = True
+        if self.is_worker:
+            info = self.config.workerinput  # type: ignore[attr-defined]
+            if WORKER_ERROR in info:
+                self.input_error = GateInputError(None, info[WORKER_ERROR])
+            elif WORKER_PLAN in info:
+                self.plan = pickle.loads(info[WORKER_PLAN])  # noqa: S301 - our controller's
+            return self.plan
+        from gates.plan import load_plan
+
+        try:
+            self.settings = settings_from(self.config)
+            self.plan = load_plan(self.settings, progress=self._progress())
+        except GateInputError as exc:
+            self.input_error = exc
+        return self.plan
 
     def _progress(self) -> Callable[[int, int], None] | None:
-        if self.is_worker or not sys.stderr.isatty():
-            return None  # quiet in CI logs and on xdist workers
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None or not reporter.isatty() or os.environ.get("CI"):
+            return None  # quiet in CI logs
 
         def show(done: int, total: int) -> None:
-            end = "\n" if done >= total else ""
-            sys.stderr.write(f"\rgates: field metrics {done}/{total}{end}")
-            sys.stderr.flush()
+            reporter.rewrite(f"gates: field metrics {done}/{total}", erase=True)
+            if done >= total:
+                reporter.write_line("")
 
         return show
 
-    def add(self, outcome: Outcome) -> None:
-        self.outcomes[outcome.id] = outcome
+    def _register_sinks(self) -> None:
+        """Each sink only when enabled; bad input gets the local files and CI output only."""
+        manager = self.config.pluginmanager
+        if self.settings is None or manager.get_plugin("gates-local") is not None:
+            return
+        from gates.sinks.local import LocalSink
 
-    # -- hooks of this session (registered as a plugin object per config) -----------------
+        manager.register(LocalSink(), "gates-local")
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            from gates.sinks.github import GithubSink
+
+            manager.register(GithubSink(), "gates-github")
+        if self.plan is not None and not self.settings.no_ledger:
+            from gates.ledger import LedgerSink
+
+            manager.register(LedgerSink(), "gates-ledger")
+        if self.plan is not None and self.settings.wandb != "off":
+            from gates.sinks.wandb import WandbSink
+
+            sink = WandbSink()
+            manager.register(sink, "gates-wandb")
+            start = getattr(sink, "start", None)
+            if start is not None:
+                start(self.plan)  # W&B's start overlaps with the checks
+
+    # -- hooks ---------------------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if self.requested():
             self.load()
-            if self.context is not None and not self.is_worker:
-                from gates.charts import ChartWorker
+            if not self.is_worker:
+                self._register_sinks()
 
-                self.charts = ChartWorker()  # each forks a child that prepares its sink
-                if self.settings.wandb != "off":
-                    from gates.wandb_sink import WandbWorker
-
-                    self.wandb_worker = WandbWorker(self.context)
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """xdist: hand the controller's plan to each worker, so none reloads or recomputes."""
+        if self.plan is not None:
+            node.workerinput[WORKER_PLAN] = pickle.dumps(self.plan)
+        elif self.input_error is not None:
+            node.workerinput[WORKER_ERROR] = str(self.input_error)
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
-        return self.context.header() if self.context else []
+        if self.input_error is not None:
+            return [f"gates: bad input: {self.input_error}"]
+        return self.plan.header() if self.plan else []
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, config: pytest.Config,
                                       items: list[pytest.Item]) -> None:
         """Bad input: run nothing (also on xdist workers), so the one message ends it."""
-        if self.input_error is None:
-            return
-        if items:
+        if self.input_error is not None and items:
             config.hook.pytest_deselected(items=list(items))
             items.clear()
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item,
+                                  call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+        """The outcomes a test recorded ride on its report (plain data: xdist carries it)."""
+        report = yield
+        recorded = item.stash.get(OUTCOMES, None)
+        if recorded and report.when == "call":
+            setattr(report, REPORT_ATTR, [o.to_json() for o in recorded])
+        return report
+
+    def pytest_report_teststatus(self, report: pytest.TestReport,
+                                 config: pytest.Config) -> tuple[str, str, Any] | None:
+        """A promotion gate that is not promotable, or a warning, shows as such."""
+        gates = getattr(report, REPORT_ATTR, None)
+        if not gates or report.when != "call" or not report.passed:
+            return None
+        statuses = {g["status"] for g in gates}
+        if Status.NOT_PROMOTABLE in statuses:
+            return "not promotable", "N", ("NOT PROMOTABLE", {"yellow": True})
+        if Status.WARN in statuses:
+            return "warned", "W", ("WARN", {"yellow": True})
+        return None
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """Collect outcomes from reports: one path for xdist workers and serial runs."""
         if self.is_worker:
             return
-        recorded = [v for k, v in report.user_properties if k == PROPERTY]
-        for raw in recorded:
-            self.add(Outcome.from_json(json.loads(str(raw))))
-        if self.active and report.failed and not recorded and report.when in ("setup", "call"):
-            self.add(Outcome(report.nodeid, Kind.CUSTOM, report.head_line or report.nodeid,
-                             Status.ERROR if report.when == "setup" else Status.FAIL,
-                             message=_last_line(report.longreprtext)))
+        gates = getattr(report, REPORT_ATTR, None)
+        if gates:
+            self.outcomes.extend(Outcome.from_json(g) for g in gates)
+        elif self.active and report.failed and report.when in ("setup", "call"):
+            self.outcomes.append(Outcome(
+                report.nodeid, Kind.CUSTOM, report.head_line or report.nodeid,
+                Status.ERROR if report.when == "setup" else Status.FAIL,
+                message=_last_line(report.longreprtext)))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if self.is_worker or not (self.active or self.outcomes):
+        if self.is_worker or not self.active:
             return
-        from gates.finish import finish_session
+        from gates.plan import Settings
+        from gates.session import finish
+        from gates.sinks import report
 
-        if self.input_error is not None:  # the controller learns of it here under xdist
-            self.outcomes = {"input": input_outcome(self.input_error)}
-        self.result = finish_session(self.context, list(self.outcomes.values()),
-                                     self.settings, int(exitstatus),
-                                     input_error=self.input_error, charts=self.charts,
-                                     wandb_worker=self.wandb_worker)
+        settings = self.settings or Settings(workdir=self.config.invocation_params.dir)
+        self.result = finish(self.plan, self.outcomes, settings, int(exitstatus),
+                             input_error=self.input_error)
+        self._register_sinks()  # no-op when sessionstart did it (custom gates elsewhere)
+        report(self.config.pluginmanager, self.result)
         if self.result.exit_code and exitstatus in (pytest.ExitCode.OK,
                                                     pytest.ExitCode.NO_TESTS_COLLECTED):
             session.exitstatus = self.result.exit_code
 
-    def pytest_unconfigure(self) -> None:
-        for child in (self.charts, self.wandb_worker):
-            if child is not None:
-                child.close()  # a session that ended early leaves no child behind
-
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.result is None:
             return
-        from gates.outputs import terminal_lines
+        from gates.sinks.local import terminal_lines
 
         terminalreporter.section("gates")
         for line, markup in terminal_lines(self.result):
@@ -238,89 +305,142 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(state, "gates-session")
 
 
-def input_outcome(error: GateInputError) -> Outcome:
-    return Outcome("input", Kind.INPUT, "-", Status.ERROR, message=str(error))
-
-
 def _last_line(text: str) -> str:
     lines = [line for line in text.splitlines() if line.strip()]
     return lines[-1].strip() if lines else "failed"
 
 
-GATE_FIXTURES = {"regression_gate": "regression", "physics_gate": "physics",
-                 "promotion_gate": "promotion"}
+GATE_FIXTURES = {"regression_gate": Kind.REGRESSION, "physics_gate": Kind.PHYSICS,
+                 "promotion_gate": Kind.PROMOTION, "comparability_gate": Kind.COMPARABILITY}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    for fixture, attr in GATE_FIXTURES.items():
+    for fixture, kind in GATE_FIXTURES.items():
         if fixture not in metafunc.fixturenames:
             continue
         state = _session(metafunc.config)
-        ctx = state.load()
-        if ctx is None:
-            assert state.input_error is not None
-            metafunc.parametrize(fixture, [input_outcome(state.input_error)],
-                                 ids=["input-error"])
+        plan = state.load()
+        if plan is None:
+            message = str(state.input_error) if state.input_error else \
+                "not a gate session: pass --gates-eval, or run pytest on the gates package"
+            metafunc.parametrize(fixture, [_input_outcome(message)], ids=["input-error"])
             continue
-        outcomes: list[Outcome] = getattr(ctx, attr)
-        ids = [f"{ctx.suite}-{o.id.split('/', 1)[1].replace('/', '-')}" for o in outcomes]
+        outcomes = plan.of_kind(kind)
+        ids = [f"{plan.suite}-{o.id.split('/', 1)[1].replace('/', '-')}" for o in outcomes]
         metafunc.parametrize(fixture, outcomes, ids=ids)
 
 
-def _context(request: pytest.FixtureRequest) -> GateContext:
+def _input_outcome(message: str) -> Outcome:
+    return Outcome("input", Kind.INPUT, "-", Status.ERROR, message=message)
+
+
+def _plan(request: pytest.FixtureRequest) -> Plan:
     state = _session(request.config)
-    ctx = state.load()
-    if ctx is None:
+    plan = state.load()
+    if plan is None:
         pytest.fail(f"gates: bad input: {state.input_error}", pytrace=False)
-    return ctx
+    return plan
 
 
 @pytest.fixture
-def gate_context(request: pytest.FixtureRequest) -> GateContext:
+def gate_plan(request: pytest.FixtureRequest) -> Plan:
     """The whole loaded session: evaluation, champion, policy, store, settings."""
-    return _context(request)
+    return _plan(request)
 
 
 @pytest.fixture
-def gate_evaluation(gate_context: GateContext) -> Any:
+def gate_evaluation(gate_plan: Plan) -> Any:
     """The evaluation under test (``.metrics``, ``.samples``, ``.extra``)."""
-    return gate_context.evaluation
+    return gate_plan.evaluation
 
 
 @pytest.fixture
-def gate_champion(gate_context: GateContext) -> Any:
+def gate_champion(gate_plan: Plan) -> Any:
     """The champion baseline (``.metrics``, ``.samples``, ``.version``) or None."""
-    return gate_context.champion
+    return gate_plan.champion
 
 
 @pytest.fixture
-def gate_policy(gate_context: GateContext) -> Any:
+def gate_policy(gate_plan: Plan) -> Any:
     """The suite's policy (thresholds)."""
-    return gate_context.policy
+    return gate_plan.policy
+
+
+def record(item: pytest.Item, outcome: Outcome) -> Outcome:
+    """Attach an outcome to the running test (and its readable values to JUnit), then fail
+    the test if the gate failed."""
+    item.stash.setdefault(OUTCOMES, []).append(outcome)
+    props = item.user_properties  # type: ignore[attr-defined]
+    for key in ("status", "current", "baseline", "change_pct", "threshold"):
+        value = getattr(outcome, key)
+        if value is not None:
+            props.append((f"gate.{key}", str(value)))
+    if outcome.kind == Kind.PROMOTION and outcome.status == Status.NOT_PROMOTABLE:
+        plan = _session(item.config).plan
+        if plan is not None and (plan.settings.require_promotion
+                                 or plan.policy.promotion_required):
+            pytest.fail(f"{outcome.id}: not promotable and promotion is required: "
+                        f"{outcome.message}", pytrace=False)
+        return outcome
+    if not outcome.passed:
+        from gates.sinks.local import evidence_text
+
+        extra = evidence_text(outcome)
+        pytest.fail(f"{outcome.id}: {outcome.status}: {outcome.message}"
+                    + (f" [{extra}]" if extra else ""), pytrace=False)
+    return outcome
 
 
 @pytest.fixture
 def gate_check(request: pytest.FixtureRequest) -> Callable[..., Outcome]:
-    """Record a gate's outcome (reported and logged like a built-in) and fail if it failed.
+    """Record a verdict the user decides (reported and logged like a built-in gate) and
+    fail if it failed.
 
     ``gate_check(outcome)`` with an :class:`~gates.model.Outcome`, or keywords:
     ``gate_check(metric="energy", passed=ok, current=v, baseline=b, message="...")``.
+    Ids are unique per test item: ``custom/test_budget[0.0]``.
     """
 
     def check(outcome: Outcome | None = None, *, metric: str = "", passed: bool = True,
               kind: str = Kind.CUSTOM, **values: Any) -> Outcome:
         if outcome is None:
-            name = request.node.originalname
+            name = request.node.name
             outcome = Outcome(id=f"{kind}/{name}" + (f"/{metric}" if metric else ""),
                               kind=kind, metric=metric or name,
                               status=Status.PASS if passed else Status.FAIL, **values)
-        request.node.user_properties.append((PROPERTY, json.dumps(outcome.to_json())))
-        for key in ("status", "current", "baseline", "change_pct", "threshold"):
-            value = getattr(outcome, key)
-            if value is not None:
-                request.node.user_properties.append((f"gate.{key}", str(value)))
-        if not outcome.passed:
-            pytest.fail(f"{outcome.id}: {outcome.status}: {outcome.message}", pytrace=False)
-        return outcome
+        return record(request.node, outcome)
 
     return check
+
+
+class RegressionCheck:
+    """``gate_regression.check(metric, current, baseline=None, samples=None)``: the built-in
+    comparison (direction, tolerance, noise-aware rule, ``no_baseline``) for a value the
+    user computes, recorded like a built-in gate."""
+
+    def __init__(self, request: pytest.FixtureRequest, plan: Plan) -> None:
+        self._request, self._plan = request, plan
+
+    def check(self, metric: str, current: float, *, baseline: float | None = None,
+              samples: Any = None, baseline_samples: Any = None) -> Outcome:
+        import numpy as np
+
+        champ = self._plan.champion
+        if baseline is None and champ is not None:
+            baseline = champ.metrics.get(metric)
+        ours = None if samples is None else np.asarray(samples, dtype=float)
+        theirs = None if baseline_samples is None else np.asarray(baseline_samples,
+                                                                   dtype=float)
+        if ours is not None and theirs is None and champ is not None:
+            theirs = champ.samples.get(metric)
+        gid = f"{Kind.CUSTOM}/{self._request.node.name}/{metric}"
+        outcome = self._plan.regression_outcome(metric, float(current), baseline,
+                                                samples=ours, baseline_samples=theirs,
+                                                kind=Kind.CUSTOM, gid=gid)
+        return record(self._request.node, outcome)
+
+
+@pytest.fixture
+def gate_regression(request: pytest.FixtureRequest, gate_plan: Plan) -> RegressionCheck:
+    """Compare a value of your own against the champion with the built-in rule."""
+    return RegressionCheck(request, gate_plan)

@@ -1,6 +1,12 @@
-"""Promotion gate: the primary metric beats the champion by the policy's margin, every
-regression and physics gate passes, and no physics metric is worse than the champion's.
-``--promote`` writes the challenger as the new champion when every gate passed."""
+"""Promotion gate: may this challenger replace the champion? (It never decides the verdict.)
+
+Rule (``gates.logic.promotion``): the primary metric (``nrmse`` by default) improves on the
+champion by at least the policy's minimum (1 % relative by default; supported by the
+per-sample evidence where it exists), no physics metric is worse than the champion's, and
+every regression and physics gate passes. The answer is ``promotable`` or
+``not_promotable``; the test passes either way unless ``--gates-require-promotion`` (or
+``promotion.required``). ``--gates-promote`` then writes a promotable run as the champion.
+"""
 
 from collections.abc import Callable
 

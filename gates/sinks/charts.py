@@ -3,12 +3,10 @@ physics values against their ceilings. matplotlib is imported here only."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gates.forked import Forked, ForkedError
 from gates.model import Outcome
 
 if TYPE_CHECKING:
@@ -17,7 +15,8 @@ if TYPE_CHECKING:
 
 MAX_BARS = 40
 COLOURS = {"pass": "#4c9a2a", "improved": "#1f77b4", "no_baseline": "#9e9e9e",
-           "fail": "#d62728", "error": "#8c1c13"}
+           "warn": "#ff9f1c", "fail": "#d62728", "changed": "#9467bd",
+           "incomparable": "#8c564b", "error": "#8c1c13"}
 
 
 def _figure(height: float) -> tuple[Figure, Axes]:
@@ -107,45 +106,3 @@ def render_all(outcomes: list[Outcome], out_dir: Path) -> list[Path]:
     drawn = (change_chart(outcomes, out_dir / "gates_change.png"),
              physics_chart(outcomes, out_dir / "gates_physics.png"))
     return [p for p in drawn if p is not None]
-
-
-def _warm_up() -> None:
-    """Load fonts and the Agg renderer once, so the real charts draw fast at the end."""
-    fig, ax = _figure(1.0)
-    ax.barh([0], [1.0])
-    ax.set_title("warm-up")
-    _status_legend(ax, [])
-    fig.canvas.draw()
-
-
-class ChartWorker:
-    """Draws the charts in a child that imported matplotlib while the gates ran
-    (``gates.forked``); without a child, or if it fails, they are drawn here instead:
-    the same files either way."""
-
-    def __init__(self, fork: bool = True) -> None:
-        self._child = Forked(_warm_up, _draw) if fork else None
-        self._job: tuple[list[Outcome], Path] = ([], Path("."))
-
-    @property
-    def pid(self) -> int | None:
-        return self._child.pid if self._child else None
-
-    def submit(self, outcomes: list[Outcome], out_dir: Path) -> None:
-        self._job = (outcomes, out_dir)
-        if self._child is not None and self._child.running:
-            self._child.submit(self._job)
-
-    def collect(self, timeout: float = 120.0) -> list[Path]:
-        if self._child is not None and self._child.running:
-            with contextlib.suppress(ForkedError):
-                return list(self._child.collect(timeout))
-        return render_all(*self._job)
-
-    def close(self) -> None:
-        if self._child is not None:
-            self._child.close()
-
-
-def _draw(_: object, job: tuple[list[Outcome], Path]) -> list[Path]:
-    return render_all(*job)

@@ -1,0 +1,448 @@
+"""From settings to a planned gate session: load the evaluation, the champion and the
+policy once, compute field metrics once, and decide every built-in gate up front.
+
+Planning on the controller keeps each gate check a lookup and lets the promotion gate see
+every regression and physics outcome, even when those run on another xdist worker or are
+deselected. Workers receive the finished :class:`Plan` (``pytest_configure_node``) and never
+load inputs themselves.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gates import evidence, logic
+from gates.errors import GateInputError
+from gates.model import Champion, Evaluation, Kind, Outcome, Status
+from gates.policy import Policy
+from gates.store import BaselineStore
+
+SAMPLE_DIR = Path(__file__).parent / "sample"
+SAMPLE_REPORT = SAMPLE_DIR / "burgers1d_eval.json"
+SAMPLE_SUITE = "burgers1d"
+OUT_NAME = "gates-out"
+FIELD_PREFIX = "field/"
+ENV_RUN_INFO = "FAST_TO_SOTA_WANDB_INFO"
+
+
+@dataclass
+class Settings:
+    """Everything a gate session is told, from the command line or ini options."""
+
+    eval: Path | None = None
+    eval_row: str | None = None
+    baselines: Path | None = None
+    suite: str | None = None
+    promote: bool = False
+    require_promotion: bool = False
+    strict: bool = False
+    out: Path | None = None
+    wandb: str = "offline"
+    wandb_info: Path | None = None
+    wandb_timeout: float = 30.0
+    arrays: Path | None = None
+    training_log: Path | None = None
+    leaderboard: Path | None = None
+    dask_scheduler: str | None = None
+    no_ledger: bool = False
+    workdir: Path = field(default_factory=Path.cwd)
+
+    def resolve(self, path: Path | None) -> Path | None:
+        return None if path is None else (self.workdir / path).resolve()
+
+    @property
+    def bundled(self) -> bool:
+        return self.eval is None
+
+    def out_dir(self) -> Path:
+        """``--gates-out``, else ``gates-out/`` beside the report (``./gates-out`` for the
+        bundled sample): outputs never land in the report's own folder."""
+        if self.out is not None:
+            return self.workdir / self.out
+        if self.eval is not None:
+            report = self.workdir / self.eval
+            return report.parent / OUT_NAME
+        return self.workdir / OUT_NAME
+
+    def run_info_path(self) -> Path | None:
+        chosen = self.wandb_info or (Path(os.environ[ENV_RUN_INFO])
+                                     if os.environ.get(ENV_RUN_INFO) else None)
+        return self.resolve(chosen)
+
+
+@dataclass
+class Plan:
+    """The loaded inputs of one session and its planned built-in outcomes."""
+
+    settings: Settings
+    evaluation: Evaluation
+    store: BaselineStore
+    suite: str
+    policy: Policy
+    champion: Champion | None
+    out_dir: Path
+    run_info: dict[str, Any] = field(default_factory=dict)
+    outcomes: list[Outcome] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    field_version: str | None = None
+
+    def of_kind(self, kind: str) -> list[Outcome]:
+        return [o for o in self.outcomes if o.kind == kind]
+
+    def header(self) -> list[str]:
+        ev = self.evaluation
+        where = "the bundled sample (a real Burgers 1D run shipped with the package)" \
+            if ev.bundled else str(ev.path)
+        row = f" row {ev.run_id}" if ev.format == "leaderboard" else ""
+        champ = f"champion v{self.champion.version}" if self.champion else \
+            "no champion yet (first run: gates report no_baseline)"
+        fields = f"field metrics from {self.settings.arrays}" if self.settings.arrays else \
+            "no --gates-arrays: field metrics not computed or gated"
+        if self.settings.arrays and self.settings.dask_scheduler:
+            fields += f" on the Dask cluster at {self.settings.dask_scheduler}"
+        return [
+            f"gates: evaluation {where}{row} ({ev.format}, {len(ev.metrics)} metrics)",
+            f"gates: suite {self.suite} in {self.store.root}, {champ}",
+            f"gates: policy {self.policy.path or 'defaults (no policy.toml)'}, "
+            f"rule {self.policy.rule}; {fields}",
+            *(f"gates: note: {note}" for note in self.notes),
+        ]
+
+    # -- the one comparison routine, for built-in and custom gates ------------------------
+    def regression_outcome(self, metric: str, current: float | None,
+                           baseline: float | None, *, samples: np.ndarray | None = None,
+                           baseline_samples: np.ndarray | None = None,
+                           kind: str = Kind.REGRESSION, gid: str | None = None) -> Outcome:
+        """Judge one metric against a baseline with the policy's direction, tolerance, rule
+        and evidence; what ``test_regression`` and ``gate_regression.check`` both call."""
+        outcome = _regression(self, metric, current, baseline, samples, baseline_samples)
+        if kind != Kind.REGRESSION or gid is not None:
+            outcome = replace(outcome, kind=kind, id=gid or outcome.id)
+        return logic.apply_severity(outcome, self.policy)
+
+
+def load_plan(settings: Settings,
+              progress: Callable[[int, int], None] | None = None) -> Plan:
+    """Load every input once and decide every built-in gate. Bad input: GateInputError."""
+    out_dir = settings.out_dir()
+    _check_writable(out_dir)
+    report = SAMPLE_REPORT if settings.bundled else settings.resolve(settings.eval)
+    assert report is not None
+    from gates.inputs import load_evaluation
+
+    evaluation = load_evaluation(report, row=settings.eval_row)
+    evaluation.bundled = settings.bundled
+    store = _store(settings)
+    suite = _choose_suite(settings, store, evaluation)
+    policy = store.policy(suite)
+    policy.primary()  # an unknown promotion direction is a usage error, found up front
+    champion = store.champion(suite)
+    if settings.promote:
+        problem = store.check_writable(suite) if hasattr(store, "check_writable") else None
+        if problem:
+            raise GateInputError(store.root, f"--gates-promote cannot write the store: "
+                                             f"{problem}")
+    notes: list[str] = []
+    field_version = None
+    if settings.arrays is not None:
+        field_version = _add_field_metrics(evaluation, settings, policy, progress)
+    run_info: dict[str, Any] = {}
+    if settings.wandb != "off":
+        from gates.inputs import load_run_info
+
+        run_info = dict(load_run_info(settings.run_info_path()))
+        warning = run_info.pop("_warning", None)
+        if warning:
+            notes.append(str(warning))
+    plan = Plan(settings, evaluation, store, suite, policy, champion, out_dir, run_info,
+                notes=notes, field_version=field_version)
+    plan.outcomes = planned_outcomes(plan)
+    return plan
+
+
+def _check_writable(out_dir: Path) -> None:
+    """Every output destination is checked before anything is gated or promoted."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".gates-probe-"):
+            pass
+    except OSError as exc:
+        raise GateInputError(out_dir, f"cannot write the gate outputs here "
+                                      f"({exc.strerror or exc}); choose --gates-out") from None
+
+
+def _store(settings: Settings) -> BaselineStore:
+    """``--gates-baselines``; for the bundled sample without a store of its own, a private
+    copy of the baseline shipped in the package."""
+    chosen = settings.baselines or Path("baselines")
+    root = settings.resolve(chosen)
+    assert root is not None
+    if settings.bundled and settings.suite not in (None, SAMPLE_SUITE):
+        raise GateInputError(settings.suite, "the bundled sample is gated only against its "
+                                             f"own suite {SAMPLE_SUITE!r}; give --gates-eval "
+                                             "with your report to gate another suite")
+    if settings.bundled and not (root / SAMPLE_SUITE).is_dir():
+        if settings.baselines is not None:
+            raise GateInputError(root, f"the bundled sample's suite {SAMPLE_SUITE!r} is not "
+                                       "in this store; leave --gates-baselines out to use "
+                                       "the bundled baseline")
+        from gates.bundled import bundled_store
+
+        return BaselineStore(bundled_store())
+    if not root.is_dir() and not settings.promote:
+        raise GateInputError(root, "baseline store does not exist (a first run creates it "
+                                   "with --gates-promote)")
+    return BaselineStore(root)
+
+
+def _choose_suite(settings: Settings, store: BaselineStore, evaluation: Evaluation) -> str:
+    known = store.suites() if store.root.is_dir() else []
+    named = settings.suite if settings.suite is not None else evaluation.extra.get("suite")
+    if named is not None:
+        name = str(named)
+        store.suite_dir(name)  # validates the name
+        if name not in known and not (settings.promote and settings.suite):
+            holds = ", ".join(known) or "nothing"
+            raise GateInputError(store.root, f"unknown suite {name!r} (the store holds: "
+                                             f"{holds}); to start a new suite, name it with "
+                                             "--gates-suite and pass --gates-promote")
+        return name
+    if len(known) == 1:
+        return known[0]
+    if not known:
+        raise GateInputError(store.root, "the store is empty and the report names no suite: "
+                                         "give --gates-suite NAME")
+    raise GateInputError(store.root, f"the store holds several suites ({', '.join(known)}): "
+                                     "choose one with --gates-suite")
+
+
+def _add_field_metrics(evaluation: Evaluation, settings: Settings, policy: Policy,
+                       progress: Callable[[int, int], None] | None) -> str:
+    from gates.fields import FieldLayout, compute_field_metrics
+
+    source = settings.resolve(settings.arrays)
+    assert source is not None
+    layout = FieldLayout.from_policy(policy.fields, policy.path or "policy defaults")
+    try:
+        found = compute_field_metrics(source, layout, progress=progress,
+                                      dask_scheduler=settings.dask_scheduler)
+    except (OSError, TimeoutError) as exc:  # e.g. an unreachable Dask scheduler
+        where = settings.dask_scheduler or source
+        raise GateInputError(where, f"field metrics failed: {type(exc).__name__}: {exc}"
+                             ) from None
+    n_report = next(iter(evaluation.samples.values())).shape[0] if evaluation.samples else None
+    if n_report is not None and found.n_samples != n_report:
+        raise GateInputError(source, f"arrays hold {found.n_samples} samples, the "
+                                     f"per-sample data of the report {n_report}")
+    for name, value in found.values.items():
+        key = f"{FIELD_PREFIX}{name}"
+        evaluation.metrics[key] = float(value)
+        if name in found.samples:
+            evaluation.samples[key] = found.samples[name]
+        evaluation.aggregation[key] = found.aggregation.get(name, "mean")
+    evaluation.field_shape = tuple(found.spatial_shape)
+    return str(found.version)
+
+
+def planned_outcomes(plan: Plan) -> list[Outcome]:
+    """Every built-in outcome for this evaluation, champion and policy, in report order:
+    comparability, regression, physics, promotion."""
+    ev, champ, policy, strict = plan.evaluation, plan.champion, plan.policy, \
+        plan.settings.strict
+    base = champ.metrics if champ else {}
+
+    def skipped(metric: str) -> bool:
+        return metric in policy.ignore or (metric not in ev.metrics
+                                           and metric in policy.optional)
+
+    comparable = comparability_outcomes(plan) if champ else [Outcome(
+        logic.gate_id(Kind.COMPARABILITY, "conditions"), Kind.COMPARABILITY, "conditions",
+        Status.PASS, message="no champion yet: nothing to compare the conditions with")]
+    names = {m for m in set(base) | set(ev.metrics) if not skipped(m)}
+    if plan.settings.arrays is None:  # field metrics exist only where the gates compute them
+        names = {m for m in names if not m.startswith(FIELD_PREFIX)}
+    regression = [plan.regression_outcome(m, ev.metrics.get(m), base.get(m))
+                  for m in sorted(names)]
+    physics = [logic.apply_severity(logic.ceiling(m, ev.metrics.get(m), limit), policy)
+               for m, limit in sorted(policy.ceilings.items()) if not skipped(m)]
+    physics += [logic.apply_severity(logic.spike(m, ev.metrics.get(m), base.get(m), factor,
+                                                 policy, strict=strict), policy)
+                for m, factor in sorted(policy.spike_factors.items()) if not skipped(m)]
+    promotion = promotion_outcome(plan, [*comparable, *regression, *physics])
+    return [*comparable, *regression, *physics, promotion]
+
+
+def comparability_outcomes(plan: Plan) -> list[Outcome]:
+    """Champion and challenger must state the same evaluation conditions."""
+    champ, ev = plan.champion, plan.evaluation
+    assert champ is not None
+    prov = champ.provenance
+    pairs: dict[str, tuple[Any, Any]] = {}
+    champion_fields = any(m.startswith(FIELD_PREFIX) for m in champ.metrics)
+    if plan.settings.arrays is not None and champion_fields:
+        pairs["field spatial shape"] = (list(ev.field_shape or []) or None,
+                                        prov.get("field_shape"))
+        theirs = prov.get("field_metrics_version") or "unversioned (before definitions v2)"
+        if str(theirs) != str(plan.field_version):
+            return [Outcome(
+                logic.gate_id(Kind.COMPARABILITY, "field_metrics_version"),
+                Kind.COMPARABILITY, "field_metrics_version", Status.INCOMPARABLE,
+                message=f"incomparable: the champion's field metrics come from definitions "
+                        f"{theirs}, this session's from {plan.field_version}; recompute the "
+                        f"champion's with: python -m gates baseline refresh-fields --suite "
+                        f"{plan.suite} --arrays <the champion's arrays>")]
+    evaluated_on = prov.get("evaluated_on") if isinstance(prov.get("evaluated_on"), dict) \
+        else champ.extra
+    return logic.comparability(ev.extra, evaluated_on or {}, plan.policy.comparability_keys,
+                               extra_pairs=pairs)
+
+
+def promotion_outcome(plan: Plan, others: list[Outcome]) -> Outcome:
+    ev, champ, policy = plan.evaluation, plan.champion, plan.policy
+    metric, direction = policy.primary()
+    supported: bool | None = None
+    found: dict[str, Any] = {}
+    if champ is not None and metric in ev.samples and metric in champ.samples \
+            and metric in ev.metrics and metric in champ.metrics:
+        supported, found = _improvement_evidence(plan, metric, direction)
+    return logic.promotion(ev.metrics, champ.metrics if champ else None, others, policy,
+                           improvement_supported=supported, evidence=found)
+
+
+# -- evidence: the noise-aware rules of gates.evidence, fed from the plan ------------------
+
+def _regression(plan: Plan, metric: str, current: float | None, baseline: float | None,
+                samples: np.ndarray | None, baseline_samples: np.ndarray | None) -> Outcome:
+    champ, ev = plan.champion, plan.evaluation
+    ours = samples if samples is not None else ev.samples.get(metric)
+    theirs = baseline_samples if baseline_samples is not None else \
+        (champ.samples.get(metric) if champ else None)
+    try:
+        found, regressed = _noise_evidence(plan, metric, current, baseline, ours, theirs)
+    except SampleSetError as exc:  # never fall back to an unpaired comparison silently
+        return Outcome(logic.gate_id(Kind.REGRESSION, metric), Kind.REGRESSION, metric,
+                       Status.ERROR, current, baseline,
+                       message=f"per-sample vectors do not match: {exc}")
+    return logic.regression(metric, current, baseline, plan.policy,
+                            strict=plan.settings.strict, evidence=found, regressed=regressed)
+
+
+def _noise_evidence(plan: Plan, metric: str, current: float | None, baseline: float | None,
+                    ours: np.ndarray | None, theirs: np.ndarray | None
+                    ) -> tuple[dict[str, Any], bool | None]:
+    """Evidence for one regression gate and the rule's verdict (None: threshold decides)."""
+    policy, champ, ev = plan.policy, plan.champion, plan.evaluation
+    direction = policy.direction(metric)
+    if current is None or baseline is None or champ is None or direction is None \
+            or not math.isfinite(current):
+        return {}, None
+    options: dict[str, Any] = {"higher_is_better": direction == "higher",
+                               "threshold": policy.tolerance_for(metric)}
+    repeats = champ.repeats.get(metric, [])
+    kind = ev.aggregation.get(metric, "mean")
+
+    def fallback(reason: str) -> tuple[dict[str, Any], None]:
+        found = evidence.threshold_evidence(baseline, current, **options)
+        return {**found.__dict__, "note": f"{found.note} ({reason})"}, None
+
+    if ours is not None and theirs is not None:
+        if kind == "max":
+            return fallback("a max-aggregated metric has no per-sample mean to test")
+        mismatch = _aggregate_mismatch(metric, ours, current, kind, ev.samples_path) or \
+            _aggregate_mismatch(metric, theirs, baseline, kind, "the champion's samples")
+        if mismatch:
+            return fallback(mismatch)
+        if (champ.sample_ids is None) != (ev.sample_ids is None):
+            raise SampleSetError(f"{ev.samples_path}: {metric}: sample ids are given on one "
+                                 "side only; give sample_id in both or in neither")
+        try:
+            found = evidence.paired_evidence(
+                theirs, ours, rule=policy.rule,  # type: ignore[arg-type]
+                confidence=policy.confidence, seed=policy.seed,
+                baseline_ids=champ.sample_ids, current_ids=ev.sample_ids,
+                margin=policy.margin, **options)
+        except evidence.SampleMismatch as exc:
+            raise SampleSetError(f"{ev.samples_path or ev.path}: {metric}: {exc}") from None
+        except ValueError as exc:  # e.g. a zero baseline mean: the fixed rule still applies
+            return fallback(f"paired test not possible: {exc}")
+        return dict(found.__dict__), found.regressed
+    if len(repeats) >= 2:
+        mismatch = _aggregate_mismatch(metric, np.asarray(repeats), baseline, "mean",
+                                       "the champion's repeats")
+        if mismatch:
+            return fallback(mismatch)
+        try:
+            found = evidence.repeats_evidence(np.asarray(repeats), current,
+                                              rule=policy.rule,  # type: ignore[arg-type]
+                                              confidence=policy.confidence,
+                                              margin=policy.margin, **options)
+        except ValueError as exc:
+            return fallback(f"repeats test not possible: {exc}")
+        return dict(found.__dict__), found.regressed
+    found = evidence.threshold_evidence(baseline, current, **options)
+    return dict(found.__dict__), None
+
+
+def _improvement_evidence(plan: Plan, metric: str, direction: str
+                          ) -> tuple[bool | None, dict[str, Any]]:
+    """Is the primary metric's improvement supported by the per-sample evidence?"""
+    champ, ev, policy = plan.champion, plan.evaluation, plan.policy
+    assert champ is not None
+    try:
+        found = evidence.paired_evidence(
+            champ.samples[metric], ev.samples[metric], higher_is_better=direction == "higher",
+            threshold=policy.tolerance_for(metric), rule="significant",
+            confidence=policy.confidence, seed=policy.seed, baseline_ids=champ.sample_ids,
+            current_ids=ev.sample_ids)
+    except ValueError:
+        return None, {}
+    better_bound = found.ci_high if direction == "lower" else found.ci_low
+    if better_bound is None:
+        return None, {}
+    need = policy.min_improvement_rel
+    supported = (-better_bound if direction == "lower" else better_bound) >= need
+    return supported, {k: v for k, v in found.__dict__.items() if k != "regressed"}
+
+
+def _aggregate_mismatch(metric: str, vector: np.ndarray | None, value: float, kind: str,
+                        where: object) -> str | None:
+    """A per-sample vector that does not reproduce the reported aggregate cannot judge it."""
+    if vector is None or vector.size == 0:
+        return None
+    agg = float(np.sqrt(np.mean(vector))) if kind == "rms" else float(np.mean(vector))
+    if math.isclose(agg, value, rel_tol=1e-6, abs_tol=1e-12):
+        return None
+    how = "root-mean-square" if kind == "rms" else "mean"
+    return (f"the per-sample {how} of {metric} in {where} is {agg:.6g}, the reported value "
+            f"{value:.6g}; the paired test was not used")
+
+
+class SampleSetError(Exception):
+    """Per-sample vectors of champion and challenger do not describe the same samples."""
+
+
+def wandb_mode(option: str | None) -> str:
+    """``--gates-wandb`` if given, else ``WANDB_MODE``, else offline; W&B's words accepted."""
+    mode = (option or os.environ.get("WANDB_MODE") or "offline").lower()
+    return {"disabled": "off", "dryrun": "offline", "run": "online"}.get(mode, mode)
+
+
+def gated_metrics(plan: Plan, outcomes: list[Outcome]) -> dict[str, float]:
+    """The values a promotion may record: only metrics a gate of this session judged."""
+    judged = {o.metric for o in outcomes if o.kind in (Kind.REGRESSION, Kind.PHYSICS)}
+    judged.add(plan.policy.primary_metric)
+    return {m: v for m, v in plan.evaluation.metrics.items() if m in judged}
+
+
+def evaluated_on(plan: Plan) -> Mapping[str, Any]:
+    """The report's statement of what it was evaluated on (for the next comparability)."""
+    return {k: plan.evaluation.extra[k] for k in plan.policy.comparability_keys
+            if k in plan.evaluation.extra}

@@ -1,0 +1,216 @@
+"""Local sinks: the terminal summary, ``gates.json``, ``gates.md`` and the PNG charts,
+written next to the evaluation (``--gates-out``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gates.model import Outcome, Status
+from gates.result import SessionResult
+
+COLUMNS = ("gate", "metric", "baseline", "current", "change", "threshold", "status")
+#: hidden marker by which a workflow finds and updates its one pull-request comment
+MARKER = "<!-- physics-gates -->"
+#: passing rows shown in the terminal beyond which the table points to gates.md instead
+TERMINAL_PASSING_ROWS = 40
+STATUS_ICON = {Status.PASS: "✅", Status.IMPROVED: "🟢", Status.NO_BASELINE: "⚪",
+               Status.WARN: "⚠️", Status.FAIL: "❌", Status.CHANGED: "❓",
+               Status.INCOMPARABLE: "🚫", Status.ERROR: "💥", Status.PROMOTABLE: "🏆",
+               Status.NOT_PROMOTABLE: "➖"}
+COLOUR = {"fail": "red", "error": "red", "changed": "red", "incomparable": "red",
+          "warn": "yellow", "no_baseline": "yellow", "not_promotable": "yellow",
+          "improved": "green", "promotable": "green"}
+
+
+class LocalSink:
+    """Writes the charts, ``gates.json`` and ``gates.md``; runs before every other sink."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_gates_session_finished(self, result: SessionResult) -> None:
+        out = result.out_dir
+        out.mkdir(parents=True, exist_ok=True)
+        pictures: list[Path] = []
+        if result.plan is not None:
+            from gates.sinks.charts import render_all
+
+            pictures = render_all(result.outcomes, out)
+        result.files = [*pictures]
+        result.files.append(write_markdown(result, out / "gates.md", pictures))
+        result.files.insert(0, out / "gates.json")
+        write_json(result, out / "gates.json")
+
+
+def fmt(value: float | None, pct: bool = False) -> str:
+    if value is None:
+        return "-"
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:+.2f}%" if pct else f"{value:.4g}"
+
+
+def rows(outcomes: Iterable[Outcome]) -> list[tuple[str, ...]]:
+    return [(o.id, o.metric, fmt(o.baseline), fmt(o.current), fmt(o.change_pct, True),
+             _threshold(o), str(o.status)) for o in outcomes]
+
+
+def _threshold(o: Outcome) -> str:
+    if o.threshold is None:
+        return "-"
+    return f"{o.threshold:g}%" if o.kind in ("regression", "promotion") else f"{o.threshold:.4g}"
+
+
+def evidence_text(o: Outcome) -> str:
+    """change, interval, p-value, n, detectable change and seed, where the rule used them."""
+    ev = o.evidence
+    if not ev or ev.get("method") in (None, "threshold-only"):
+        return ""
+    parts = [str(ev["method"])]
+    if ev.get("change") is not None and isinstance(ev["change"], int | float):
+        parts.append(f"change {100 * float(ev['change']):+.1f}%")
+    if ev.get("ci_low") is not None and ev.get("ci_high") is not None:
+        parts.append(f"CI [{100 * float(ev['ci_low']):+.1f}%, {100 * float(ev['ci_high']):+.1f}%]")
+    if ev.get("p_value") is not None:
+        parts.append(f"p={float(ev['p_value']):.3g}")
+    if ev.get("n") is not None:
+        parts.append(f"n={ev['n']}")
+    if ev.get("detectable") is not None:
+        parts.append(f"detectable {100 * float(ev['detectable']):.1f}%")
+    if ev.get("seed") is not None:
+        parts.append(f"seed {ev['seed']}")
+    return ", ".join(parts)
+
+
+def text_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *body, strict=False)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    return [line.format(*header), line.format(*("-" * w for w in widths)),
+            *(line.format(*r) for r in body)]
+
+
+def terminal_lines(result: SessionResult) -> list[tuple[str, dict[str, Any]]]:
+    """The gates section of pytest's summary. A failure's message is already in pytest's
+    own summary; here each gate is one table row, and evidence is shown for the rest."""
+    if result.input_error is not None:
+        return [(f"gates: bad input: {result.input_error}", {"red": True, "bold": True}),
+                (result.verdict_line(), {"red": True, "bold": True})]
+    shown = [o for o in result.outcomes if o.status != Status.PASS]
+    passing = [o for o in result.outcomes if o.status == Status.PASS]
+    shown += passing[:TERMINAL_PASSING_ROWS]
+    rank = {id(o): i for i, o in enumerate(result.outcomes)}
+    shown.sort(key=lambda o: rank[id(o)])
+    out: list[tuple[str, dict[str, Any]]] = []
+    table = text_table(COLUMNS, rows(shown))
+    out += [(table[0], {"bold": True}), (table[1], {})]
+    for text, outcome in zip(table[2:], shown, strict=True):
+        colour = COLOUR.get(str(outcome.status))
+        out.append((text, {colour: True} if colour else {}))
+    if len(shown) < len(result.outcomes):
+        out.append((f"... and {len(result.outcomes) - len(shown)} more passing gates "
+                    f"(every row in gates.md and gates.json)", {}))
+    with_evidence = [(o.id, evidence_text(o)) for o in shown if o.passed and evidence_text(o)]
+    if with_evidence:
+        out.append(("evidence:", {"bold": True}))
+        out += [(f"  {gid}: {text}", {}) for gid, text in with_evidence]
+    out.append((result.promotion_line(), {"green" if result.promotable else "yellow": True}))
+    for note in result.notes:
+        out.append((f"note: {note}", {"yellow": True}))
+    if result.files:
+        out.append((f"gates: outputs in {result.out_dir}", {}))
+    out.append((result.verdict_line(), {"bold": True, "green" if result.verdict == "pass"
+                                        else "red": True}))
+    return out
+
+
+def write_json(result: SessionResult, path: Path) -> Path:
+    write_atomic(path, json.dumps(result.to_json(), indent=2, allow_nan=False,
+                                  default=_json_default) + "\n")
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """A reader never sees half a file: write a temporary file beside it, then rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def md_table(header: Sequence[str], body: Sequence[Sequence[Any]]) -> str:
+    """The one Markdown table writer: pipes escaped, newlines folded."""
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def markdown(result: SessionResult, charts: Sequence[Path] = ()) -> str:
+    head = {"pass": "✅ PASS", "fail": "❌ FAIL"}.get(result.verdict, "💥 ERROR")
+    parts = [MARKER, f"## Gates: {head}", "", result.verdict_line(), "",
+             f"- evaluation: `{result.eval_path}`",
+             f"- suite: `{result.suite}`, champion: "
+             + (f"v{result.baseline_version}" if result.baseline_version else "none yet"),
+             f"- {result.promotion_line()}"]
+    if result.input_error is not None:
+        parts.append(f"- bad input: {result.input_error}")
+    parts += [f"- note: {n}" for n in result.notes]
+    body = [(STATUS_ICON.get(o.status, "") + " " + str(o.status), *r[:-1], o.message,
+             evidence_text(o)) for o, r in zip(result.outcomes, rows(result.outcomes),
+                                                strict=True)]
+    if result.input_error is None:
+        parts += ["", md_table(("status", *COLUMNS[:-1], "message", "evidence"), body)]
+    for chart in charts:
+        parts += ["", f"![{chart.stem}]({chart.name})"]
+    if result.dashboards is not None:
+        parts += ["", result.dashboards.markdown()]
+    parts += _store_sections(result)
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _store_sections(result: SessionResult) -> list[str]:
+    """The suite's recent history and calibration, where the ledger has them."""
+    plan = result.plan
+    if plan is None:
+        return []
+    sections: list[str] = []
+    try:
+        from gates import history
+    except ImportError:
+        return []
+    for name in ("history_markdown", "calibration_markdown"):
+        render = getattr(history, name, None)
+        if render is None:
+            continue
+        text = render(plan.store, plan.suite)
+        if text:
+            sections += ["", text]
+    return sections
+
+
+def write_markdown(result: SessionResult, path: Path, charts: Sequence[Path] = ()) -> Path:
+    write_atomic(path, markdown(result, charts))
+    return path
