@@ -13,7 +13,7 @@ from pathlib import Path
 from gates.evidence import CONFIDENT_MARGIN, DEFAULT_CONFIDENCE
 from gates.fields import FieldLayout, compute_field_metrics
 from gates.policy import policy_from_mapping
-from gates.reports import load_evaluation
+from gates.inputs import load_evaluation
 from gates.store import BaselineStore
 
 SUITE = "burgers1d"
