@@ -274,9 +274,10 @@ def finalize(acc: Partial, plan: Plan, *, pointwise: bool = True,
                 n_modes = sl.stop - sl.start
                 name = f"frmse_{band}"
                 if n_modes <= 0:
-                    notes.append(f"field/{name} omitted: PDEBench's band [{sl.start}, ...) is "
-                                 f"empty on a {'x'.join(map(str, plan.space))} grid "
-                                 f"({shell_count(plan.space)} shells), where it returns NaN")
+                    nominal = {"low": "[0, 4)", "mid": "[4, 12)", "high": "[12, ...)"}[band]
+                    notes.append(f"field/{name} omitted: PDEBench's {band} band {nominal} has "
+                                 f"no shell on a {'x'.join(map(str, plan.space))} grid "
+                                 f"({shell_count(plan.space)} shells); PDEBench returns NaN")
                     continue
                 value = float(np.mean(amp[..., sl].mean(axis=2)))
                 if tk * C * n_modes == 1:
