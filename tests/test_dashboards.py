@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,8 +21,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gates.dashboard_figures import TTCStep, ttc_series
-from gates.dashboards import (
+from gates.inputs import discover_sidecars, load_evaluation
+from gates.inputs.ttc import TTCStep
+from gates.model import Evaluation
+from gates.sinks.dashboard_figures import ttc_series
+from gates.sinks.dashboards import (
     CONFIGURATION,
     EVAL_SUMMARY,
     LEADERBOARD_ENTRY,
@@ -35,9 +37,7 @@ from gates.dashboards import (
     TTC_SUMMARY,
     Dashboards,
     build_dashboards,
-    discover_sidecars,
     markdown_table,
-    parse_simple_yaml,
 )
 
 METRICS = {"mse": 8.8e-4, "mae": 0.0217, "rmse": 0.0297, "nrmse": 0.0626, "rel_l2": 0.071,
@@ -107,7 +107,7 @@ def write_training_log(path: Path, seed: int = 1) -> dict[str, StageTruth]:
                 f"training/{stage}/grad_norm": rng.random(),
                 f"training/{stage}/epoch": i // 100, "epoch": i // 100, "step": i,
                 "_timestamp": stamp}))
-        truth[stage] = StageTruth(losses[-1], min(losses), float((count - 1) // 100),
+        truth[stage] = StageTruth(losses[-1], min(losses), float((count - 1) // 100 + 1),
                                   (stamp - first - 1.5) / 60.0)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return truth
@@ -153,11 +153,20 @@ def reports(tmp_path: Path) -> Path:
     return folder
 
 
-def build(folder: Path, **kwargs: Any) -> Dashboards:
-    args: dict[str, Any] = {"report_path": folder / "eval.json", "metrics": METRICS,
-                            "extra": EXTRA, "out_dir": folder}
-    args.update(kwargs)
-    return build_dashboards(**args)
+def evaluation_of(report: Path | None, metrics: dict[str, Any] | None = None,
+                  extra: dict[str, Any] | None = None) -> Evaluation:
+    """An evaluation as the loader leaves it: metrics, extra, the sidecars beside it."""
+    ev = Evaluation(report, dict(METRICS if metrics is None else metrics),
+                    dict(EXTRA if extra is None else extra))
+    ev.sidecars = discover_sidecars(report) if report is not None else {}
+    return ev
+
+
+def build(folder: Path, *, metrics: dict[str, Any] | None = None,
+          extra: dict[str, Any] | None = None, out_dir: Path | None = None,
+          **kwargs: Any) -> Dashboards:
+    ev = evaluation_of(folder / "eval.json", metrics, extra)
+    return build_dashboards(ev, out_dir=out_dir or folder, **kwargs)
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -173,7 +182,8 @@ def assert_wandb_safe(table: pd.DataFrame) -> None:
         if pd.api.types.is_float_dtype(table[column].dtype):
             continue
         assert table[column].dtype == object, column
-        assert all(v is None or isinstance(v, str) for v in values), (column, values[:5])
+        kinds = {type(v) for v in values if v is not None}
+        assert kinds in ({str}, {bool}, set()), (column, values[:5])
 
 
 # ----------------------------------------------------------------------------- realistic
@@ -246,7 +256,7 @@ def test_leaderboard_tables_are_typed_and_top5_ignores_blanks(realistic: Realist
     assert list(full.columns) == LEADERBOARD_HEADER
     assert full["metric:nrmse"].dtype == float and full["metric:mse"].dtype == float
     assert full["extra:samples"].dtype == float  # every filled cell is a number
-    assert full["extra:ttc"].tolist() == ["true"] * 200  # text stays text
+    assert full["extra:ttc"].tolist() == [True] * 200  # a column of booleans is typed
     assert full["notes"].tolist()[:3] == ["baseline, rerun", None, None]  # blank -> None
 
     numeric = []
@@ -279,26 +289,37 @@ def test_leaderboard_entry_and_summary_follow_the_report_run_id(reports: Path) -
 
 
 @pytest.mark.parametrize(("row", "expected"), [("exp33", "run-0033"), ("run-0150", "run-0150")])
-def test_leaderboard_row_by_label_or_run_id(reports: Path, row: str, expected: str) -> None:
+def test_leaderboard_report_row_by_label_or_run_id(reports: Path, row: str, expected: str
+                                                   ) -> None:
     write_leaderboard(reports / "lb.csv")
-    dash = build(reports, leaderboard=reports / "lb.csv", leaderboard_row=row)
+    ev = load_evaluation(reports / "lb.csv", row=row)
+    dash = build_dashboards(ev, out_dir=reports)
     assert dash.tables[LEADERBOARD_ENTRY]["run_id"].tolist() == [expected]
+    assert dash.summary["leaderboard_run_id"] == expected
 
 
-def test_leaderboard_defaults_to_the_newest_timestamp(reports: Path) -> None:
+def test_leaderboard_report_defaults_to_the_newest_timestamp(reports: Path) -> None:
     records = write_leaderboard(reports / "lb.csv", rows=40)
-    dash = build(reports, extra={}, leaderboard=reports / "lb.csv")
+    for record in records:  # a row whose metric is not a number cannot be the report
+        if record["metric:nrmse"] == "n/a":
+            record["metric:nrmse"] = ""
+    text = ",".join(LEADERBOARD_HEADER) + "\n" + "".join(
+        ",".join(_csv_cell(r[c]) for c in LEADERBOARD_HEADER) + "\n" for r in records)
+    (reports / "lb.csv").write_text(text)
+    dash = build_dashboards(load_evaluation(reports / "lb.csv"), out_dir=reports)
     newest = max(records, key=lambda r: r["timestamp"])
     assert dash.tables[LEADERBOARD_ENTRY]["run_id"].tolist() == [newest["run_id"]]
 
 
-def test_unknown_leaderboard_row_skips_only_the_entry(reports: Path) -> None:
+def test_a_json_report_never_gets_another_runs_entry(reports: Path) -> None:
     write_leaderboard(reports / "lb.csv", rows=10)
-    dash = build(reports, leaderboard=reports / "lb.csv", leaderboard_row="nope")
+    dash = build(reports, extra={"run_id": "nope"}, leaderboard=reports / "lb.csv",
+                 run_info={"id": "wandb-xyz"})
     assert LEADERBOARD_ENTRY not in dash.tables
     assert {LEADERBOARD_FULL, LEADERBOARD_TOP5} <= set(dash.tables)
-    assert dash.warnings == [f"{reports / 'lb.csv'}: no row has run_id or label 'nope'; "
-                             f"the leaderboard/entry dashboard is skipped"]
+    assert dash.warnings == [f"{reports / 'lb.csv'}: no row is this run's (run ids looked "
+                             f"for: 'nope', 'wandb-xyz'); no entry is shown rather than "
+                             f"another run's; the leaderboard/entry dashboard is skipped"]
     assert dash.summary == {}
 
 
@@ -311,10 +332,12 @@ def test_realistic_png_is_a_readable_size(realistic: Realistic) -> None:
 def test_reward_curve_holds_chosen_and_mean(reports: Path) -> None:
     entries = write_ttc(reports / "eval_ttc_step_logs.json")
     chart = build(reports).lines[TTC_REWARD_CURVE]
-    assert chart.xs == [float(e["step"]) for e in entries]
-    assert chart.ys["chosen"] == [e["rewards"][e["chosen"]] for e in entries]
-    assert chart.ys["mean"] == pytest.approx([sum(e["rewards"]) / 8 for e in entries])
-    assert chart.title and chart.x_label == "TTC step" and "Reward" in chart.y_label
+    assert chart.xs == [float(i) for i in range(len(entries))]  # log order
+    assert chart.ys["chosen_reward"] == [e["rewards"][e["chosen"]] for e in entries]
+    assert chart.ys["chosen_total"] == [e["totals"][e["chosen"]] for e in entries]
+    assert chart.ys["mean_reward"] == pytest.approx([sum(e["rewards"]) / 8 for e in entries])
+    assert "chosen by totals" in chart.title and "log order" in chart.x_label
+    assert "Reward" in chart.y_label
 
 
 def test_eval_summary_groups_accuracy_physics_info(reports: Path) -> None:
@@ -354,48 +377,14 @@ def test_configuration_from_the_yaml_sidecar(reports: Path) -> None:
     assert dict(zip(table["Parameter"], table["Value"], strict=True)) == EXPECTED_CONFIG
 
 
-def test_configuration_without_pyyaml_uses_the_small_parser(
-        reports: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "yaml", None)  # "import yaml" now raises ImportError
-    (reports / "eval.config.yaml").write_text(CONFIG_YAML)
-    dash = build(reports)
-    table = dash.tables[CONFIGURATION]
-    assert dict(zip(table["Parameter"], table["Value"], strict=True)) == EXPECTED_CONFIG
-
-
-def test_small_yaml_parser_agrees_with_pyyaml() -> None:
-    yaml = pytest.importorskip("yaml")
-    text = CONFIG_YAML + """\
-runs:
-- name: a
-  seed: 1
-- name: 'b''s'
-  seed: -2
-ratio: 1.5e-3
-empty:
-flag: False
-"""
-    assert parse_simple_yaml(text) == yaml.safe_load(text)
-
-
-def test_bad_yaml_names_the_line_and_skips_only_the_configuration(
-        reports: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "yaml", None)
+def test_bad_yaml_names_the_line_and_skips_only_the_configuration(reports: Path) -> None:
     (reports / "eval.config.yaml").write_text("model:\n  dim: 3\n    deeper: 4\n")
     dash = build(reports)
     assert CONFIGURATION not in dash.tables and EVAL_SUMMARY in dash.tables
-    assert dash.warnings == [f"{reports / 'eval.config.yaml'}:3: invalid YAML (unexpected "
-                             f"indentation); the training_summary/configuration dashboard "
-                             f"is skipped"]
-
-
-def test_bad_yaml_with_pyyaml_names_the_line(reports: Path) -> None:
-    pytest.importorskip("yaml")
-    (reports / "eval.config.yaml").write_text("model:\n  dim: 3\n    deeper: 4\n")
-    dash = build(reports)
-    assert CONFIGURATION not in dash.tables
     assert len(dash.warnings) == 1
     assert dash.warnings[0].startswith(f"{reports / 'eval.config.yaml'}:3: invalid YAML (")
+    assert dash.warnings[0].endswith("; the training_summary/configuration dashboard is "
+                                     "skipped")
 
 
 def test_configuration_falls_back_to_the_report_extra(reports: Path) -> None:
@@ -438,21 +427,34 @@ def test_ttc_edge_cases_render_without_numpy_warnings(reports: Path, case: str) 
     assert all(math.isfinite(v) for ys in chart.ys.values() for v in ys)
 
 
-def test_improvement_is_percent_of_the_first_candidate() -> None:
-    steps = [TTCStep(0, (2.0, 3.0), 1), TTCStep(1, (1.0, 4.0), 1), TTCStep(2, (-1.0,), 0)]
+def test_improvement_is_by_totals_over_candidate_zero_of_the_same_step() -> None:
+    # chosen by totals: candidate 1 has the lower reward but the higher total
+    steps = [TTCStep(0, (2.0, 1.0), 1, totals=(2.0, 3.0)),
+             TTCStep(0, (1.0, 4.0), 1, totals=(1.0, 4.0), ttc_step=1),
+             TTCStep(1, (-1.0,), 0, totals=(-1.0,))]
     series = ttc_series(steps)
-    assert series.improvement_is_percent
-    assert series.improvement == [50.0, 100.0, -150.0]
+    assert series.by_totals and series.improvement_is_percent
+    assert series.improvement == [50.0, 300.0, 0.0]  # never negative: argmax of totals
+    assert series.chosen_reward == [1.0, 4.0, -1.0] and series.chosen_total == [3.0, 4.0, -1.0]
+    assert series.labels == ["b0.0", "b0.1", "b1.0"]
     assert series.improvement_label == "Improvement (%)"
-    negative = ttc_series([TTCStep(0, (-2.0, -1.0), 1)])
-    assert negative.improvement == [50.0]  # |r0|: less negative is better
+    assert "argmax of totals" in series.improvement_title
+    negative = ttc_series([TTCStep(0, (-2.0, -1.0), 1, totals=(-2.0, -1.0))])
+    assert negative.improvement == [50.0]  # |s0|: less negative is better
 
 
-def test_zero_first_reward_falls_back_to_an_absolute_difference() -> None:
-    series = ttc_series([TTCStep(0, (0.0, 0.25), 1), TTCStep(1, (0.5, 0.75), 0)])
+def test_zero_first_total_falls_back_to_an_absolute_difference() -> None:
+    series = ttc_series([TTCStep(0, (0.0, 0.25), 1, totals=(0.0, 0.25)),
+                         TTCStep(1, (0.5, 0.75), 0, totals=(0.5, 0.75))])
     assert not series.improvement_is_percent
-    assert series.improvement == [0.25, 0.5]
+    assert series.improvement == [0.25, 0.0]
     assert "absolute" in series.improvement_label
+
+
+def test_a_log_without_totals_says_it_measures_rewards() -> None:
+    series = ttc_series([TTCStep(0, (1.0, 2.0), 1)])
+    assert not series.by_totals and series.improvement == [100.0]
+    assert "rewards" in series.improvement_title
 
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
@@ -464,8 +466,10 @@ def ttc_steps(draw: Callable[..., Any]) -> list[TTCStep]:
     out = []
     for i in range(count):
         rewards = draw(st.lists(finite, min_size=1, max_size=9))
-        out.append(TTCStep(float(i), tuple(rewards),
-                           draw(st.integers(min_value=0, max_value=len(rewards) - 1))))
+        totals = tuple(draw(st.lists(finite, min_size=len(rewards), max_size=len(rewards))))
+        out.append(TTCStep(float(i // 2), tuple(rewards),
+                           draw(st.integers(min_value=0, max_value=len(rewards) - 1)),
+                           totals=totals, ttc_step=i % 2))
     return out
 
 
@@ -545,7 +549,7 @@ def test_bad_json_line_in_training_log_skips_only_the_stage_comparison(reports: 
 def test_leaderboard_without_nrmse_skips_only_top5(reports: Path) -> None:
     header = [c for c in LEADERBOARD_HEADER if c != "metric:nrmse"]
     write_leaderboard(reports / "lb.csv", rows=20, header=header)
-    dash = build(reports, leaderboard=reports / "lb.csv")
+    dash = build(reports, extra=dict(EXTRA, run_id="run-0007"), leaderboard=reports / "lb.csv")
     assert dash.warnings == [f"{reports / 'lb.csv'}:1: no metric:nrmse column in the header; "
                              f"the leaderboard/top_5_nrmse dashboard is skipped"]
     assert {LEADERBOARD_FULL, LEADERBOARD_ENTRY} <= set(dash.tables)
@@ -556,7 +560,7 @@ def test_leaderboard_without_nrmse_skips_only_top5(reports: Path) -> None:
     (b"run_id,timestamp,metric:nrmse\nr1,2024-01-01,0.1\nr2,2024-01-02,0.2,extra\n", 3,
      "unreadable CSV (Expected 3 fields in line 3, saw 4)"),
     (b"run_id,timestamp,metric:nrmse\nr1,2024-01-01,0.1\nr2,\xff\xfe,0.2\n", 3,
-     "is not UTF-8 text"),
+     "the leaderboard CSV is not UTF-8 text"),
     (b"", 1, "the CSV is empty (no header line)"),
 ])
 def test_unreadable_leaderboard_skips_the_leaderboard_dashboards(
@@ -572,7 +576,8 @@ def test_unreadable_leaderboard_skips_the_leaderboard_dashboards(
 def test_missing_explicit_sidecar_is_a_warning(reports: Path) -> None:
     dash = build(reports, training_log=reports / "absent.jsonl")
     assert len(dash.warnings) == 1
-    assert dash.warnings[0].startswith(f"{reports / 'absent.jsonl'}: cannot read the file")
+    assert dash.warnings[0].startswith(f"{reports / 'absent.jsonl'}: cannot read the training "
+                                       "log (No such file or directory)")
     assert EVAL_SUMMARY in dash.tables
 
 
@@ -600,8 +605,7 @@ def test_stages_are_discovered_and_unknowns_stay_blank(tmp_path: Path) -> None:
         {"step": 3},
     ]
     log.write_text("\n".join(json.dumps(r) for r in records) + "\n\n")
-    dash = build_dashboards(report_path=None, metrics={}, extra={}, out_dir=tmp_path,
-                            training_log=log)
+    dash = build_dashboards(evaluation_of(None, {}, {}), out_dir=tmp_path, training_log=log)
     table = dash.tables[STAGE_COMPARISON]
     rows = {r[0]: r[1:] for r in table.itertuples(index=False)}
     assert list(rows) == ["warmup", "my_custom_stage", "other"]
@@ -617,10 +621,10 @@ def test_stages_are_discovered_and_unknowns_stay_blank(tmp_path: Path) -> None:
 def test_training_log_without_stages_warns(tmp_path: Path) -> None:
     log = tmp_path / "train.jsonl"
     log.write_text('{"loss": 1.0}\n')
-    dash = build_dashboards(report_path=None, metrics={}, extra={}, out_dir=tmp_path,
-                            training_log=log)
-    assert dash.warnings == [f"{log}: no training/<stage>/<metric> keys in the log; the "
-                             f"training_summary/stage_comparison dashboard is skipped"]
+    dash = build_dashboards(evaluation_of(None, {}, {}), out_dir=tmp_path, training_log=log)
+    assert dash.warnings == [f"{log}: no stages in the log (neither \"stage\" lines nor "
+                             "training/<stage>/<metric> keys); the "
+                             "training_summary/stage_comparison dashboard is skipped"]
 
 
 # ----------------------------------------------------------------------------- plumbing
@@ -633,7 +637,7 @@ def test_discover_sidecars_by_report_prefix(tmp_path: Path) -> None:
     (tmp_path / "eval.config.yaml").write_text("a: 1\n")
     (tmp_path / "other.config.yaml").write_text("a: 1\n")
     assert discover_sidecars(report) == {"ttc_log": tmp_path / "eval_ttc_step_logs.json",
-                                         "config_path": tmp_path / "eval.config.yaml"}
+                                         "config": tmp_path / "eval.config.yaml"}
 
 
 def test_markdown_has_a_section_for_each_dashboard(realistic: Realistic) -> None:
@@ -656,4 +660,4 @@ def test_markdown_table_renderer() -> None:
     table = pd.DataFrame({"name": pd.Series(["a|b", None], dtype=object),
                           "value": [8.8e-4, math.nan], "count": [3.0, 1e20]})
     assert markdown_table(table) == (
-        "| name | value | count |\n|---|---:|---:|\n| a\\|b | 0.00088 | 3 |\n|  |  | 1e+20 |")
+        "| name | value | count |\n|---|---|---|\n| a\\|b | 0.00088 | 3 |\n|  |  | 1e+20 |")
