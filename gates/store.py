@@ -123,6 +123,10 @@ class VersionFile(_Record):
     parent: VersionNumber | None = None
     metrics: Annotated[dict[str, FiniteNumber], Field(min_length=1)]
     repeats: dict[str, list[FiniteNumber]] = Field(default_factory=dict)
+    #: how each per-sample vector relates to its metric (missing: "mean")
+    aggregation: dict[str, Literal["mean", "rms", "max"]] = Field(default_factory=dict)
+    #: what the champion was evaluated on (dataset, grid, ...), for comparability
+    extra: dict[str, Any] = Field(default_factory=dict)
     provenance: Provenance = Field(default_factory=Provenance)
 
 
@@ -345,7 +349,8 @@ class BaselineStore:
         return Champion(
             suite=suite, version=version, metrics=dict(record.metrics), samples=samples,
             sample_ids=ids, repeats={k: list(v) for k, v in record.repeats.items()},
-            provenance=dict(raw) if isinstance(raw, dict) else {},
+            provenance=dict(raw) if isinstance(raw, dict) else {}, extra=dict(record.extra),
+            aggregation=dict(record.aggregation),
         )
 
     def history(self, suite: str) -> list[dict[str, Any]]:
@@ -436,13 +441,17 @@ class BaselineStore:
                 samples: Mapping[str, np.ndarray] | None = None,
                 sample_ids: np.ndarray | None = None,
                 repeats: Mapping[str, Sequence[float]] | None = None,
+                aggregation: Mapping[str, str] | None = None,
+                extra: Mapping[str, Any] | None = None,
                 event: Literal["promote", "refresh"] = "promote") -> int:
         """Write a new version and make it the champion; returns its number.
 
         ``metrics`` are the values to record: pass exactly the values the session gated
-        (without it, every metric of ``evaluation`` is recorded). Per-sample vectors and
-        repeats are kept only for recorded metrics; ``samples``, ``sample_ids`` and
-        ``repeats`` default to the evaluation's. ``provenance`` is stored as given, with
+        (without it, every metric of ``evaluation`` is recorded). Per-sample vectors,
+        repeats and aggregation are kept only for recorded metrics; ``samples``,
+        ``sample_ids``, ``repeats`` and ``aggregation`` default to the evaluation's, and
+        ``extra`` (what it was evaluated on, for comparability) to the evaluation's small
+        plain-JSON entries. ``provenance`` is stored as given, with
         every key of :data:`PROVENANCE_FIELDS` present (null when not given) and the
         timestamp defaulting to now. ``expected`` is the champion version the values
         were gated against; if the champion has moved since, another promotion won and
@@ -458,6 +467,10 @@ class BaselineStore:
             sample_ids = evaluation.sample_ids if sample_ids is None else sample_ids
             if repeats is None and isinstance(evaluation.extra.get("repeats"), dict):
                 repeats = evaluation.extra["repeats"]
+            aggregation = evaluation.aggregation if aggregation is None else aggregation
+            if extra is None:
+                extra = {k: v for k, v in evaluation.extra.items()
+                         if k != "repeats" and _small_json(v)}
         kept = {k: np.asarray(v) for k, v in (samples or {}).items() if k in metrics}
         record_prov = {key: None for key in PROVENANCE_FIELDS} | dict(provenance)
         if not record_prov.get("timestamp"):
@@ -466,9 +479,13 @@ class BaselineStore:
             "metrics": {k: _plain(metrics[k]) for k in sorted(metrics)},
             "repeats": {k: [_plain(x) for x in v] if isinstance(v, list | tuple) else v
                         for k, v in (repeats or {}).items() if k in metrics},
+            "aggregation": {k: v for k, v in (aggregation or {}).items()
+                            if k in metrics and v != "mean"},
+            "extra": dict(extra or {}),
             "provenance": record_prov,
         }
         _check_record(source, suite, body)
+        kept, sample_ids = _check_vectors(source, kept, sample_ids)
         with self.locked(suite, create=True) as folder:
             self._repair(folder, suite)
             state = self.state(suite)
@@ -485,8 +502,9 @@ class BaselineStore:
             staging.mkdir()
             try:
                 record = {"suite": suite, "version": number, "parent": current, **body}
-                if not record["repeats"]:
-                    del record["repeats"]
+                for empty in ("repeats", "aggregation", "extra"):
+                    if not record[empty]:
+                        del record[empty]
                 _write_version(staging, record, kept, sample_ids if kept else None)
                 _fault("staged")
                 os.rename(staging, self._version_dir(suite, number))
@@ -548,7 +566,7 @@ class BaselineStore:
             self._sweep(folder)
             path = folder / RUNS
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                              0o644)
             except OSError as exc:
                 raise _read_only(path, exc) from None
@@ -633,6 +651,28 @@ def _check_record(source: Path | str | None, suite: str, body: dict[str, Any]) -
     except (TypeError, ValueError) as exc:
         raise GateInputError(source, f"not promoted: provenance is not plain JSON ({exc})"
                              ) from None
+
+
+def _check_vectors(source: Path | str | None, samples: dict[str, np.ndarray],
+                   ids: np.ndarray | None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Per-sample vectors under the rules they are read back with."""
+    if not samples:
+        return {}, None
+    from gates.inputs.samples import check_ids, check_vectors
+
+    where = source if source is not None else "per-sample vectors"
+    try:
+        vectors = check_vectors(where, samples)
+        return vectors, check_ids(where, ids, vectors)
+    except GateInputError as exc:
+        raise GateInputError(exc.path, f"not promoted: {exc.problem}") from None
+
+
+def _small_json(value: Any) -> bool:
+    try:
+        return len(json.dumps(value, allow_nan=False)) <= 1000
+    except (TypeError, ValueError):
+        return False
 
 
 def _invalid(path: Path | str | None, what: str, exc: ValidationError) -> GateInputError:

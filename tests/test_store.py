@@ -485,3 +485,35 @@ def test_locked_is_public_and_exclusive(tmp_path: Path) -> None:
         pass
     with store.locked("t", create=True) as folder:
         assert folder.is_dir()
+
+
+def test_what_comparability_needs_is_recorded_and_read_back(tmp_path: Path) -> None:
+    report = Evaluation(Path("e.json"), {"nrmse": 0.2, "field/rmse": 0.1},
+                        extra={"dataset": "burgers", "grid": [64], "details": "x" * 5000,
+                               "repeats": {"nrmse": [0.2]}},
+                        samples={"nrmse": np.full(3, 0.2), "field/rmse": np.full(3, 0.01)},
+                        aggregation={"field/rmse": "rms", "nrmse": "mean", "other": "max"})
+    store = BaselineStore(tmp_path)
+    store.promote("s", report, expected=None, provenance={})
+    champion = store.champion("s")
+    assert champion is not None
+    assert champion.extra == {"dataset": "burgers", "grid": [64]}  # big entries left out
+    assert champion.aggregation == {"field/rmse": "rms"}
+    store.promote("s", report, expected=1, provenance={}, extra={"dataset": "heat"})
+    assert store.load("s", 2).extra == {"dataset": "heat"}
+
+
+@pytest.mark.parametrize(("samples", "ids", "words"), [
+    ({"nrmse": np.ones(3), "mse": np.ones(4)}, None, "differ in length"),
+    ({"nrmse": np.ones((3, 2))}, None, "must be a 1-D numeric vector"),
+    ({"nrmse": np.array([1.0, np.nan])}, None, "non-finite values"),
+    ({"nrmse": np.ones(3)}, np.arange(4), "must be a vector of length 3"),
+    ({"nrmse": np.ones(3)}, np.zeros(3), "duplicate ids"),
+])
+def test_per_sample_vectors_that_would_not_load_again_are_refused(
+        tmp_path: Path, samples: dict, ids: Any, words: str) -> None:
+    store = BaselineStore(tmp_path)
+    with pytest.raises(GateInputError, match=f"not promoted: .*{words}"):
+        store.promote("s", metrics={"nrmse": 0.1, "mse": 0.01}, samples=samples,
+                      sample_ids=ids, expected=None, provenance={})
+    assert not (tmp_path / "s").exists()
