@@ -21,8 +21,7 @@ import pytest
 
 from gates.model import Evaluation
 from gates.store import BaselineStore
-from tests.conftest import PACKAGE
-from tests.wandb_run import hermetic_wandb_env
+from tests.conftest import PACKAGE, hermetic_wandb_env
 
 KINDS = ("mse", "mae", "rmse", "nrmse", "rel_l2")
 
