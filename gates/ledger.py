@@ -38,7 +38,7 @@ from gates.store import BaselineStore, StoreReadOnly, utc_now
 LEDGER = "runs.jsonl"
 SCHEMA = "gates-run/1"
 _PASSING = {"pass", "improved", "no_baseline", "warn", "promotable"}
-_SKIPPED_KINDS = {"promotion", "input"}
+_SKIPPED_KINDS = {"promotion", "input", "comparability"}
 
 
 # ---------------------------------------------------------------------------------------
