@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -14,16 +15,17 @@ import numpy.typing as npt
 import pytest
 from pytest_regressions.ndarrays_regression import NDArraysRegressionFixture
 
-from gates import burgers
+from gates.fields import DEFINITIONS_VERSION, compute_field_metrics
+from gates.sample import burgers, generate
 
 FloatArray = npt.NDArray[np.float64]
 TWO_PI = 2.0 * np.pi
 
 
 @pytest.fixture(scope="module")
-def evaluations() -> dict[str, burgers.Evaluation]:
+def evaluations() -> dict[str, generate.Evaluation]:
     """Both surrogates on the bundled seed, computed once in memory (about a second)."""
-    return burgers.evaluate()
+    return generate.evaluate()
 
 
 def _cole_hopf_cell_averages(nx: int, nu: float, t: float, speed: float) -> FloatArray:
@@ -101,9 +103,10 @@ def test_grid_transfers_keep_what_they_promise() -> None:
 # ---------------------------------------------------------------------------------- the metrics
 
 
-def _independent_metrics(pred: FloatArray, target: FloatArray, dx: float) -> dict[str, FloatArray]:
-    """Straightforward per-sample loop, written apart from ``burgers.report_metrics``."""
-    names = burgers.METRIC_NAMES
+def _independent_metrics(pred: FloatArray, target: FloatArray) -> dict[str, FloatArray]:
+    """Straightforward per-sample loop, written apart from ``generate.report_metrics``; the
+    physics metrics as universal-simulator's evaluator computes them per snapshot."""
+    names = generate.METRIC_NAMES
     out: dict[str, list[float]] = {name: [] for name in names}
     for p, t in zip(pred.astype(np.float64), target.astype(np.float64), strict=True):
         d = (p - t).ravel()
@@ -113,27 +116,26 @@ def _independent_metrics(pred: FloatArray, target: FloatArray, dx: float) -> dic
         out["rmse"].append(mse**0.5)
         out["nrmse"].append((mse / (float(np.dot(t.ravel(), t.ravel())) / d.size + 1e-8)) ** 0.5)
         out["rel_l2"].append(float(np.linalg.norm(d) / np.linalg.norm(t.ravel())))
-        gaps, seams = [], []
-        for step in range(p.shape[0]):
-            for ch in range(p.shape[2]):
-                gaps.append(abs(p[step, :, ch].sum() - t[step, :, ch].sum()) * dx)
-                jump_p = p[step, 0, ch] - p[step, -1, ch]
-                jump_t = t[step, 0, ch] - t[step, -1, ch]
-                seams.append(abs(jump_p - jump_t))
+        gaps, ends, negs = [], [], []
+        for step in range(p.shape[0]):  # one snapshot: (x, channel)
+            e = p[step] - t[step]
+            gaps.append(abs(p[step].sum() - t[step].sum()))
+            ends.append(0.5 * (np.abs(e[0]).mean() + np.abs(e[-1]).mean()))
+            negs.append(float(np.maximum(-p[step], 0.0).mean()))
         out["conservation_gap"].append(float(np.mean(gaps)))
-        out["bc_violation"].append(float(np.mean(seams)))
-        out["negativity_penalty"].append(float(np.clip(-p, 0.0, None).mean()))
+        out["bc_violation"].append(float(np.mean(ends)))
+        out["negativity_penalty"].append(float(np.mean(negs)))
     return {name: np.array(values) for name, values in out.items()}
 
 
-def _assert_metrics_agree(pred: FloatArray, target: FloatArray, dx: float) -> None:
-    aggregates, per_sample = burgers.report_metrics(pred, target, dx)
-    expected = _independent_metrics(pred, target, dx)
-    assert list(aggregates) == list(burgers.METRIC_NAMES)
-    for name in burgers.METRIC_NAMES:
-        np.testing.assert_allclose(per_sample[name], expected[name], rtol=1e-10, atol=1e-15)
+def _assert_metrics_agree(pred: FloatArray, target: FloatArray) -> None:
+    aggregates, per_sample = generate.report_metrics(pred, target)
+    expected = _independent_metrics(pred, target)
+    assert list(aggregates) == list(generate.METRIC_NAMES)
+    for name in generate.METRIC_NAMES:  # the bundle rounds to 10 significant digits
+        np.testing.assert_allclose(per_sample[name], expected[name], rtol=1e-9, atol=1e-15)
         assert aggregates[name] == pytest.approx(
-            float(np.mean(expected[name])), rel=1e-10, abs=1e-15
+            float(np.mean(expected[name])), rel=1e-9, abs=1e-15
         )
 
 
@@ -141,7 +143,7 @@ def test_report_metrics_match_an_independent_computation_on_random_fields() -> N
     rng = np.random.default_rng(42)
     target = rng.normal(1.0, 0.5, (5, 4, 16, 2))
     pred = target + rng.normal(0.0, 0.2, target.shape)  # some negative values too
-    _assert_metrics_agree(pred, target, dx=0.3)
+    _assert_metrics_agree(pred, target)
 
 
 def test_report_metrics_match_an_independent_computation_on_the_bundle() -> None:
@@ -149,23 +151,34 @@ def test_report_metrics_match_an_independent_computation_on_the_bundle() -> None
         pred, target = arrays["pred"], arrays["target"]
     assert pred.dtype == target.dtype == np.float32
     assert pred.shape == (burgers.N_SAMPLES, burgers.N_TIMES, burgers.NX_EVAL, 1)
-    _assert_metrics_agree(pred.astype(np.float64), target.astype(np.float64), burgers.EVAL_DX)
+    _assert_metrics_agree(pred.astype(np.float64), target.astype(np.float64))
+
+
+def test_physics_metrics_are_the_field_metrics() -> None:
+    """One definition per name: the report's physics metrics are gates.fields' values."""
+    for _, _, arrays_name in generate.FILES.values():
+        with np.load(burgers.SAMPLE_DIR / arrays_name, allow_pickle=False) as arrays:
+            found = compute_field_metrics((arrays["pred"].astype(np.float64),
+                                           arrays["target"].astype(np.float64)))
+            aggregates, _ = generate.report_metrics(arrays["pred"], arrays["target"])
+        for name in generate.PHYSICS_METRICS:
+            assert aggregates[name] == pytest.approx(found.values[name], rel=1e-9, abs=1e-15)
 
 
 def test_bundled_reports_agree_with_their_arrays_and_sample_vectors() -> None:
-    for key, (report_name, samples_name, arrays_name) in burgers.FILES.items():
+    for key, (report_name, samples_name, arrays_name) in generate.FILES.items():
         report = json.loads((burgers.SAMPLE_DIR / report_name).read_text(encoding="utf-8"))
         assert report["extra"]["samples"] == burgers.N_SAMPLES
         assert report["extra"]["suite"] == "burgers1d"
         assert report["extra"]["model"] == burgers.SURROGATES[key].label
         assert report["extra"]["model"].startswith(key)
         with np.load(burgers.SAMPLE_DIR / arrays_name, allow_pickle=False) as arrays:
-            aggregates, per_sample = burgers.report_metrics(arrays["pred"], arrays["target"])
+            aggregates, per_sample = generate.report_metrics(arrays["pred"], arrays["target"])
         with np.load(burgers.SAMPLE_DIR / samples_name, allow_pickle=False) as samples:
-            assert sorted(samples.files) == sorted([*burgers.METRIC_NAMES, "sample_id"])
+            assert sorted(samples.files) == sorted([*generate.METRIC_NAMES, "sample_id"])
             np.testing.assert_array_equal(samples["sample_id"], np.arange(burgers.N_SAMPLES))
             assert samples["sample_id"].dtype == np.int64
-            for name in burgers.METRIC_NAMES:
+            for name in generate.METRIC_NAMES:
                 assert samples[name].dtype == np.float64
                 np.testing.assert_array_equal(samples[name], per_sample[name])
                 assert report["metrics"][name] == aggregates[name]
@@ -175,11 +188,12 @@ def test_bundled_reports_agree_with_their_arrays_and_sample_vectors() -> None:
 
 
 def test_bundle_regenerates_byte_for_byte() -> None:
-    root = Path(burgers.__file__).resolve().parents[1]
+    """Sample, baseline store and the package's copy, in a fresh interpreter."""
+    root = Path(generate.__file__).resolve().parents[2]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     done = subprocess.run(
-        [sys.executable, "-m", "gates.burgers", "--check"],
+        [sys.executable, "-m", "gates.sample.generate", "--check"],
         cwd=root,
         env=env,
         capture_output=True,
@@ -191,18 +205,60 @@ def test_bundle_regenerates_byte_for_byte() -> None:
 
 
 def test_check_reports_a_tampered_file(tmp_path: Path) -> None:
-    burgers.generate(tmp_path)
+    generate.generate(tmp_path)
     report = tmp_path / "burgers1d_eval.json"
     report.write_text(report.read_text(encoding="utf-8").replace("0.0", "0.1", 1), encoding="utf-8")
-    assert burgers.main(["--out", str(tmp_path), "--check"]) == 1
+    argv = ["--out", str(tmp_path), "--baselines", "none", "--package-baselines", "none"]
+    assert generate.main([*argv, "--check"]) == 1
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def test_package_ships_an_identical_copy_of_the_bundled_baseline() -> None:
+    repo = generate.REPO_BASELINES / generate.SUITE
+    package = generate.PACKAGE_BASELINES / generate.SUITE
+    assert _files(package) == _files(repo)
+    assert "versions/v0001/version.json" in _files(package)
+
+
+def test_bundled_baseline_records_its_field_metric_definitions() -> None:
+    path = generate.PACKAGE_BASELINES / generate.SUITE / "versions" / "v0001" / "version.json"
+    record = json.loads(path.read_text(encoding="utf-8"))
+    assert record["provenance"]["field_metrics_version"] == DEFINITIONS_VERSION
+    assert record["provenance"]["field_shape"] == [burgers.NX_EVAL]
+    with np.load(burgers.SAMPLE_DIR / "champion_arrays.npz", allow_pickle=False) as arrays:
+        found = compute_field_metrics((arrays["pred"], arrays["target"]))  # float32, as run
+    for name, value in found.values.items():
+        assert record["metrics"][f"field/{name}"] == pytest.approx(value, rel=1e-5, abs=1e-12)
+        assert record.get("aggregation", {}).get(f"field/{name}", "mean") == \
+            found.aggregation[name]
+
+
+def test_nothing_at_runtime_imports_the_generator() -> None:
+    gates_dir = Path(generate.__file__).resolve().parents[1]
+    offenders = []
+    for path in gates_dir.rglob("*.py"):
+        if path.parent == gates_dir / "sample":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n.startswith(("gates.sample.burgers", "gates.sample.generate")) or
+                   (isinstance(node, ast.ImportFrom) and node.module == "gates.sample")
+                   for n in names):
+                offenders.append(str(path))
+    assert not offenders
 
 
 def test_challenger_sample_vectors_golden(
-    evaluations: dict[str, burgers.Evaluation], ndarrays_regression: NDArraysRegressionFixture
+    evaluations: dict[str, generate.Evaluation], ndarrays_regression: NDArraysRegressionFixture
 ) -> None:
     challenger = evaluations["challenger"]
     vectors: dict[str, npt.NDArray[Any]] = {
-        name: challenger.per_sample[name] for name in burgers.METRIC_NAMES
+        name: challenger.per_sample[name] for name in generate.METRIC_NAMES
     }
     vectors["sample_id"] = np.arange(challenger.pred.shape[0], dtype=np.int64)
     ndarrays_regression.check(
@@ -211,15 +267,15 @@ def test_challenger_sample_vectors_golden(
 
 
 def test_challenger_is_slightly_better_and_promotable(
-    evaluations: dict[str, burgers.Evaluation],
+    evaluations: dict[str, generate.Evaluation],
 ) -> None:
     champion = evaluations["champion"].metrics
     challenger = evaluations["challenger"].metrics
-    assert burgers.relation_violations(champion, challenger) == []
+    assert generate.relation_violations(champion, challenger) == []
     assert 0.92 <= challenger["nrmse"] / champion["nrmse"] <= 0.98
-    for name in burgers.ERROR_METRICS:
+    for name in generate.ERROR_METRICS:
         assert challenger[name] <= 1.10 * champion[name]
-    for name in burgers.PHYSICS_METRICS:
+    for name in generate.PHYSICS_METRICS:
         assert challenger[name] <= champion[name]
     assert 0.0 < challenger["bc_violation"] < 0.05
     assert 0.0 < challenger["conservation_gap"] < 0.01
@@ -228,19 +284,19 @@ def test_challenger_is_slightly_better_and_promotable(
 def test_bundled_reports_keep_the_relations() -> None:
     metrics = {
         key: json.loads((burgers.SAMPLE_DIR / files[0]).read_text(encoding="utf-8"))["metrics"]
-        for key, files in burgers.FILES.items()
+        for key, files in generate.FILES.items()
     }
-    assert burgers.relation_violations(metrics["champion"], metrics["challenger"]) == []
+    assert generate.relation_violations(metrics["champion"], metrics["challenger"]) == []
 
 
 def test_relation_violations_notice_a_worse_challenger() -> None:
-    champion = dict.fromkeys(burgers.METRIC_NAMES, 1.0)
+    champion = dict.fromkeys(generate.METRIC_NAMES, 1.0)
     worse = dict(champion, nrmse=1.0, conservation_gap=1.5)
-    problems = burgers.relation_violations(champion, worse)
+    problems = generate.relation_violations(champion, worse)
     assert any("nrmse" in p for p in problems)
     assert any("conservation_gap" in p for p in problems)
 
 
 def test_sample_folder_stays_small() -> None:
-    total = sum(p.stat().st_size for p in burgers.SAMPLE_DIR.iterdir() if p.is_file())
+    total = sum(p.stat().st_size for p in burgers.SAMPLE_DIR.rglob("*") if p.is_file())
     assert total < 2 * 1024 * 1024
