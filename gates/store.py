@@ -250,8 +250,8 @@ class BaselineStore:
         if self.root.exists() and not self.root.is_dir():
             raise GateInputError(self.root, "the baseline store is not a folder")
         if not creating and not self.root.is_dir():
-            raise GateInputError(self.root, "baseline store does not exist (check "
-                                            "--gates-baselines; --gates-promote creates it)")
+            raise GateInputError(self.root, "baseline store does not exist (only a promotion "
+                                            "creates one)")
 
     def check_writable(self, suite: str) -> str | None:
         """Why a promotion into ``suite`` could not be written, or None when it could.

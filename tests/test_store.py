@@ -343,7 +343,7 @@ def test_a_failed_rollback_leaves_nothing_behind(tmp_path: Path) -> None:
 def test_a_missing_store_is_an_error_unless_a_promotion_creates_it(tmp_path: Path) -> None:
     store = BaselineStore(tmp_path / "nowhere")
     assert not store.exists()
-    with pytest.raises(GateInputError, match="nowhere: baseline store does not exist"):
+    with pytest.raises(GateInputError, match="nowhere: baseline store does not exist .only a promotion"):
         store.require_exists()
     store.require_exists(creating=True)
     assert store.check_writable("s") is None and not store.root.exists()
