@@ -67,6 +67,7 @@ GITIGNORE_TEXT = (
 SUITE_NAME_MAX = 64
 SUITE_RULE = ("letters, digits, '.', '_', '-'; at most 64 characters; not starting "
               "with '.'")
+_SUITE_FILES = (POLICY, POINTER, HISTORY, RUNS, "versions")
 _SUITE_CHARS = re.compile(r"[A-Za-z0-9._-]+")
 _VERSION_DIR = re.compile(r"v(\d{4,})")
 _POINTER_TMP = re.compile(rf"\.{re.escape(POINTER)}\..+\.tmp")
@@ -284,10 +285,18 @@ class BaselineStore:
 
     # -- reading ---------------------------------------------------------------------------
     def suites(self) -> list[str]:
+        """Folders named by the rule that hold a suite's files (a folder holding only the
+        lock or staging of a write that failed is not a suite)."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir()
-                      if _suite_name_problem(p.name) is None and p.is_dir())
+        try:
+            entries = list(self.root.iterdir())
+        except OSError as exc:
+            raise GateInputError(self.root, f"cannot read the baseline store "
+                                            f"({exc.strerror or exc})") from None
+        return sorted(p.name for p in entries
+                      if _suite_name_problem(p.name) is None and p.is_dir()
+                      and any((p / name).exists() for name in _SUITE_FILES))
 
     def suite_dir(self, suite: str) -> Path:
         return self.root / validate_suite_name(suite, store=self.root)
@@ -397,8 +406,11 @@ class BaselineStore:
                 warnings.append(f"{path}: line {number} {why}; skipped")
         return records, warnings
 
-    def _version_dir(self, suite: str, version: int) -> Path:
+    def version_dir(self, suite: str, version: int) -> Path:
+        """The folder of one version (read-only files), e.g. to upload it elsewhere."""
         return self.suite_dir(suite) / "versions" / f"v{version:04d}"
+
+    _version_dir = version_dir
 
     def _version_dirs(self, suite: str) -> list[int]:
         folder = self.suite_dir(suite) / "versions"
@@ -486,6 +498,10 @@ class BaselineStore:
         }
         _check_record(source, suite, body)
         kept, sample_ids = _check_vectors(source, kept, sample_ids)
+        if expected is not None and not self.suite_dir(suite).is_dir():
+            raise PromotionConflict(f"promotion conflict in suite {suite!r}: the challenger "
+                                    f"was gated against champion v{expected}, but the suite "
+                                    "does not exist any more")
         with self.locked(suite, create=True) as folder:
             self._repair(folder, suite)
             state = self.state(suite)

@@ -343,7 +343,7 @@ def test_a_failed_rollback_leaves_nothing_behind(tmp_path: Path) -> None:
 def test_a_missing_store_is_an_error_unless_a_promotion_creates_it(tmp_path: Path) -> None:
     store = BaselineStore(tmp_path / "nowhere")
     assert not store.exists()
-    with pytest.raises(GateInputError, match="nowhere: baseline store does not exist .only a promotion"):
+    with pytest.raises(GateInputError, match="nowhere: baseline store does not exist .only"):
         store.require_exists()
     store.require_exists(creating=True)
     assert store.check_writable("s") is None and not store.root.exists()
@@ -517,3 +517,14 @@ def test_per_sample_vectors_that_would_not_load_again_are_refused(
         store.promote("s", metrics={"nrmse": 0.1, "mse": 0.01}, samples=samples,
                       sample_ids=ids, expected=None, provenance={})
     assert not (tmp_path / "s").exists()
+
+
+def test_a_failed_promotion_into_a_missing_suite_leaves_nothing_behind(tmp_path: Path) -> None:
+    store = promoted(tmp_path, 0.3)
+    with pytest.raises(PromotionConflict, match="does not exist any more"):
+        store.promote("t", evaluation(0.2), expected=1, provenance={})
+    assert not (tmp_path / "t").exists()
+    (tmp_path / "u").mkdir()
+    (tmp_path / "u" / ".lock").write_text("")  # what an older failed write left
+    assert store.suites() == ["s"]
+    assert store.version_dir("s", 1) == tmp_path / "s" / "versions" / "v0001"
