@@ -316,7 +316,7 @@ class BaselineStore:
             champion, source = history[-1]["to"], folder / HISTORY
         else:
             champion, source = None, folder / POINTER
-        if champion is not None and not self._version_dir(suite, champion).is_dir():
+        if champion is not None and not self.version_dir(suite, champion).is_dir():
             raise GateInputError(source, f"the champion is version {champion}, which does "
                                          "not exist")
         named = [e["to"] for e in history] + [pointer.version if pointer else 0]
@@ -335,7 +335,7 @@ class BaselineStore:
         return None if version is None else self.load(suite, version)
 
     def load(self, suite: str, version: int) -> Champion:
-        folder = self._version_dir(suite, version)
+        folder = self.version_dir(suite, version)
         path = folder / "version.json"
         if not folder.is_dir():
             raise GateInputError(path, f"baseline version {version} does not exist")
@@ -410,8 +410,6 @@ class BaselineStore:
         """The folder of one version (read-only files), e.g. to upload it elsewhere."""
         return self.suite_dir(suite) / "versions" / f"v{version:04d}"
 
-    _version_dir = version_dir
-
     def _version_dirs(self, suite: str) -> list[int]:
         folder = self.suite_dir(suite) / "versions"
         if not folder.is_dir():
@@ -485,6 +483,10 @@ class BaselineStore:
                          if k != "repeats" and _small_json(v)}
         kept = {k: np.asarray(v) for k, v in (samples or {}).items() if k in metrics}
         record_prov = {key: None for key in PROVENANCE_FIELDS} | dict(provenance)
+        for key in PROVENANCE_FIELDS:  # a numeric run id or version, as text
+            value = record_prov[key]
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                record_prov[key] = str(value)
         if not record_prov.get("timestamp"):
             record_prov["timestamp"] = utc_now()
         body = {
@@ -523,7 +525,7 @@ class BaselineStore:
                         del record[empty]
                 _write_version(staging, record, kept, sample_ids if kept else None)
                 _fault("staged")
-                os.rename(staging, self._version_dir(suite, number))
+                os.rename(staging, self.version_dir(suite, number))
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
@@ -621,7 +623,7 @@ class BaselineStore:
             _write_pointer(folder, PointerFile(version=state.champion, seq=len(state.history)))
         for number in self._version_dirs(suite):
             if number > state.committed:
-                _remove_tree(self._version_dir(suite, number))
+                _remove_tree(self.version_dir(suite, number))
 
     def _sweep(self, folder: Path) -> None:
         for item in [*folder.iterdir(), *_children(folder / "versions")]:
