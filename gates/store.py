@@ -763,14 +763,15 @@ def _history_line_ok(text: str) -> bool:
     return True
 
 
-def _json_object(text: str) -> bool:
+def _is_json(text: str) -> bool:
     try:
-        return isinstance(json.loads(text), dict)
+        json.loads(text)
     except (ValueError, RecursionError):
         return False
+    return True
 
 
-def _mend_tail(fd: int, keep: Callable[[str], bool] = _json_object) -> None:
+def _mend_tail(fd: int, keep: Callable[[str], bool] = _is_json) -> None:
     """Before appending: a last line without its newline is either whole (``keep`` says
     so; the newline is added) or the remains of a killed write (cut off)."""
     size = os.fstat(fd).st_size

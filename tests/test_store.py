@@ -430,6 +430,10 @@ def test_the_run_ledger_appends_whole_lines_and_skips_bad_ones(tmp_path: Path) -
     records, warnings = store.runs("s")
     assert [r["run_id"] for r in records] == ["a", "b", "c", "d"] and len(warnings) == 2
     assert path.read_text().endswith('{"run_id": "c"}\n{"run_id": "d"}\n')
+    with open(path, "a") as handle:
+        handle.write('{"run_id": "e"}')  # whole, but its newline lost: kept
+    store.append_run("s", {"run_id": "f"})
+    assert [r["run_id"] for r in store.runs("s")[0]][-3:] == ["d", "e", "f"]
     with pytest.raises(ValueError, match="not plain finite JSON"):
         store.append_run("s", {"value": float("nan")})
     with pytest.raises(ValueError, match="not plain finite JSON"):
