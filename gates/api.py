@@ -254,8 +254,37 @@ def _pytest_main(args: list[str], plugins: Sequence[object] = ()) -> int:
         sys.dont_write_bytecode = before
 
 
+RUN_HELP = """usage: python -m gates run [options] [pytest options]
+
+Gate an evaluation (default: the bundled sample against its bundled baseline) with the
+pytest configuration of the current folder (its gates_* settings apply).
+
+  --eval PATH            evaluation report (MetricReport JSON, flat JSON, leaderboard CSV)
+  --eval-row ID          leaderboard row (run id or label)
+  --baselines DIR        baseline store (default ./baselines)
+  --suite NAME           suite (default: the only one, or the report's extra.suite)
+  --promote              promote when the verdict passes and the run is promotable
+  --require-promotion    "not promotable" fails the session (exit 1)
+  --strict               no_baseline fails
+  --out DIR              outputs (default gates-out/ beside the report; ./gates-out)
+  --wandb MODE           off, offline or online (default WANDB_MODE, else offline)
+  --wandb-info PATH      run info of the evaluation's W&B run
+  --arrays PATH          prediction/target arrays for field metrics
+  --training-log PATH    training log
+  --leaderboard PATH     leaderboard CSV
+  --dask-scheduler ADDR  compute field metrics on a Dask cluster
+  --no-ledger            do not append to the suite's runs.jsonl
+
+Every other argument goes to pytest (-q, -k, -m, -n 4, --junitxml FILE, -c FILE, ...).
+Exit codes: 0 verdict pass, 1 verdict fail or error, 4 usage error.
+"""
+
+
 def main_run(argv: list[str]) -> int:
     """``python -m gates run [options] [pytest options]``: the exit code of the session."""
+    if argv[:1] in (["-h"], ["--help"]):
+        print(RUN_HELP, end="")
+        return 0
     try:
         invocation = prepare(argv)
     except pytest.UsageError as exc:

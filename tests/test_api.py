@@ -207,3 +207,10 @@ def test_run_gates_reads_the_repository_settings(tmp_path: Path,
     assert promoted.promoted and promoted.new_baseline_version == 2
     again = run_gates(extra=["-q"])  # the champion itself: passes, not promotable
     assert again.passed and not again.promotable and again.reasons
+
+
+def test_run_help_lists_the_short_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert api.main_run(["--help"]) == 0
+    text = capsys.readouterr().out
+    for short in (*api.VALUE_OPTIONS, *api.FLAG_OPTIONS):
+        assert f"  --{short} " in text
