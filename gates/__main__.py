@@ -7,6 +7,8 @@
     python -m gates baseline rollback [--to N]       move the champion back
     python -m gates baseline refresh-fields --arrays PATH
                                                      recompute the champion's field metrics
+    python -m gates history SUITE [--metric M] [--json]  every gated run: trends, change points
+    python -m gates calibrate SUITE [--trials N]     how often each gate fails by chance
 
 Every baseline command takes --baselines DIR (default ./baselines) and --suite NAME (needed
 when the store holds several suites), before or after the action. Errors are one line on
