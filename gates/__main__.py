@@ -66,9 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             print(f"gates: {_one_line(exc)}", file=sys.stderr)
             return 1
-    except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+    except BrokenPipeError:
+        # The reader stopped reading (`| head`): not an error of this command. Exit 0, so
+        # that `set -o pipefail` (GitHub Actions' default bash) does not fail the step.
         _silence_stdout()
-        return 1
+        return 0
 
 
 def _run(args: list[str]) -> int:

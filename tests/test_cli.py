@@ -91,11 +91,12 @@ def test_a_closed_pipe_ends_quietly(store: BaselineStore) -> None:
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()  # the reader is gone before the first line is written
     err = proc.stderr.read().decode()
-    assert proc.wait(timeout=60) == 1
+    assert proc.wait(timeout=60) == 0  # a reader stopping early is not an error
     assert err == ""
-    piped = subprocess.run(f"'{sys.executable}' -m gates baseline list --baselines "
-                           f"'{store.root}' | head -n 2", shell=True, capture_output=True,
-                           text=True, timeout=60, check=False)
+    piped = subprocess.run(f"set -o pipefail; '{sys.executable}' -m gates baseline list "
+                           f"--baselines '{store.root}' | head -n 2", shell=True,
+                           executable="/bin/bash", capture_output=True, text=True,
+                           timeout=60, check=False)
     assert piped.returncode == 0 and piped.stderr == "", piped
     assert len(piped.stdout.splitlines()) == 2
 
