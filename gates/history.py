@@ -75,11 +75,13 @@ def series(runs: Sequence[Mapping[str, Any]], metric: str) -> tuple[npt.NDArray[
     """Positions in ``runs`` that have a finite ``metric`` value, and those values."""
     where: list[int] = []
     values: list[float] = []
+    isfinite = math.isfinite
     for i, run in enumerate(runs):
-        value = value_of(run, metric)
-        if value is not None:
+        entry = run.get("metrics", {}).get(metric)
+        value = entry.get("value") if isinstance(entry, dict) else None
+        if isinstance(value, float | int) and not isinstance(value, bool) and isfinite(value):
             where.append(i)
-            values.append(value)
+            values.append(float(value))
     return np.asarray(where, dtype=np.int64), np.asarray(values, dtype=np.float64)
 
 
@@ -483,7 +485,7 @@ def trend_png(runs: Sequence[Mapping[str, Any]], metric: str,
     ax.set_title(f"{suite}: {metric} over {where.size} runs" if suite else metric, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.09, right=0.98, top=0.9, bottom=0.15)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path

@@ -13,7 +13,8 @@ a metric's trend can be seen across challengers and not only champions. One reco
 ``champion`` is the version the run was gated against (null for a suite's first run);
 ``metrics`` holds each gated metric: its value, the champion's value, the change in
 percent and the worst status among the metric's gates. Non-finite numbers are written as
-strings (``"nan"``), as in ``gates.json``, so every line stays strict JSON.
+strings (``"nan"``), as in ``gates.json``, so every line stays strict JSON; readers get
+them as written (:func:`value_of` treats them as missing).
 
 Appending goes through the store (``BaselineStore.append_run``: one ``O_APPEND`` write of
 the whole line under the suite's lock, then ``fsync``), so concurrent sessions never lose
@@ -228,7 +229,7 @@ def read_runs(store: BaselineStore, suite: str) -> tuple[list[dict[str, Any]], l
     for position, item in enumerate(raw):
         problem = _problem(item)
         if problem is None:
-            records.append(_decode(item))
+            records.append(item)
             continue
         path = store.suite_dir(suite) / LEDGER
         if numbers is None:
@@ -266,25 +267,6 @@ def _problem(item: Any) -> str | None:
     return None
 
 
-def _decode(item: dict[str, Any]) -> dict[str, Any]:
-    """Numbers written as strings (``"nan"``) back to floats; odd entries dropped."""
-    metrics = {}
-    for name, entry in item["metrics"].items():
-        if isinstance(entry, dict):
-            metrics[str(name)] = {k: (_float(v) if k in ("value", "baseline", "change_pct")
-                                      else v) for k, v in entry.items()}
-    return {**item, "metrics": metrics}
-
-
-def _float(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def metric_names(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     """Every metric that appears in ``runs``, sorted."""
     names: set[str] = set()
@@ -296,11 +278,11 @@ def metric_names(runs: Sequence[Mapping[str, Any]]) -> list[str]:
 def value_of(run: Mapping[str, Any], metric: str, key: str = "value") -> float | None:
     """A finite number from a run's metric entry, else None."""
     entry = run.get("metrics", {}).get(metric)
-    if not isinstance(entry, Mapping):
+    if not isinstance(entry, dict):
         return None
-    value = entry.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
+    value: Any = entry.get(key)
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return float(value) if math.isfinite(value) else None
+    return None
 
 

@@ -124,7 +124,7 @@ def test_sink_appends_and_reads_back(tmp_path: Path) -> None:
     sink.pytest_gates_session_finished(_result(store))
     runs, warnings = read_runs(store, "demo")
     assert warnings == [] and len(runs) == 2
-    assert runs[0]["metrics"]["odd"]["value"] != runs[0]["metrics"]["odd"]["value"]  # NaN
+    assert runs[0]["metrics"]["odd"]["value"] == "nan"  # as written: strict JSON
 
 
 def test_read_only_store_is_one_warning_line(tmp_path: Path) -> None:
