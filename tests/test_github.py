@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ import pytest
 from gates.model import Outcome, Status
 from gates.result import SessionResult
 from gates.sinks.github import GithubSink, command, enabled, output_block
+
+from .conftest import SAMPLE, Workspace
 
 
 def session(tmp_path: Path, *, verdict: str = "fail", promotable: bool = False,
@@ -70,7 +73,8 @@ def test_annotations_outputs_and_summary(tmp_path: Path) -> None:
     env, stream = github_env(tmp_path), io.StringIO()
     result = session(tmp_path)
     GithubSink(env, stream).pytest_gates_session_finished(result)
-    lines = stream.getvalue().splitlines()
+    assert stream.getvalue().startswith("\n::error")  # on a line of its own
+    lines = stream.getvalue().splitlines()[1:]
     assert lines == [
         "::error title=gates%3A regression/mae fail::mae is 100.0 %25 worse, more than 10 %25",
         "::error title=gates%3A regression/foo_index changed::moved by 900 %25: declare its "
@@ -96,7 +100,7 @@ def test_passing_but_not_promotable_is_a_warning(tmp_path: Path) -> None:
     result.outcomes[:] = [o for o in result.outcomes if o.status in (Status.PASS,
                                                                    Status.NOT_PROMOTABLE)]
     GithubSink(env, stream).pytest_gates_session_finished(result)
-    assert stream.getvalue().splitlines() == [
+    assert stream.getvalue().splitlines()[1:] == [
         "::warning title=gates%3A burgers1d not promotable::nrmse improves by 0.0 %25, "
         "less than 1 %25"]
     outputs = parse_outputs((tmp_path / "output").read_text(encoding="utf-8"))
@@ -143,7 +147,7 @@ def test_bad_input_is_one_error(tmp_path: Path) -> None:
         suite=None, baseline_version=None, eval_path="reports/x.json",
         out_dir=tmp_path, exit_code=1)
     GithubSink(env, stream).pytest_gates_session_finished(result)
-    assert stream.getvalue().splitlines() == [
+    assert stream.getvalue().splitlines()[1:] == [
         "::error title=gates%3A input error::reports/x.json: not found"]
     assert parse_outputs((tmp_path / "output").read_text(encoding="utf-8"))["verdict"] == \
         "error"
@@ -159,3 +163,70 @@ def test_command_escaping(text: str, expected: str) -> None:
 def test_enabled_only_in_github_actions() -> None:
     assert enabled({"GITHUB_ACTIONS": "true"})
     assert not enabled({}) and not enabled({"GITHUB_ACTIONS": "false"})
+
+
+# -- from real gate sessions (the plugin registers the sink when GITHUB_ACTIONS=true) -----
+@pytest.fixture
+def actions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    files = {"output": tmp_path / "github-output", "summary": tmp_path / "step-summary.md"}
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_OUTPUT", str(files["output"]))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(files["summary"]))
+    return files
+
+
+def commands(lines: list[str]) -> list[str]:
+    return [line for line in lines if line.startswith(("::error", "::warning"))]
+
+
+def test_session_annotates_a_regression(pytester: pytest.Pytester, workspace: Workspace,
+                                        actions: dict[str, Path]) -> None:
+    data = json.loads(workspace.eval.read_text(encoding="utf-8"))
+    data["metrics"]["mae"] *= 10
+    workspace.eval.write_text(json.dumps(data), encoding="utf-8")
+    result = pytester.runpytest(*workspace.args("-q"))
+    assert result.ret == 1
+    errors = [c for c in commands(result.outlines) if c.startswith("::error")]
+    assert len(errors) == 1
+    assert errors[0].startswith("::error title=gates%3A regression/mae fail::")
+    outputs = parse_outputs(actions["output"].read_text(encoding="utf-8"))
+    assert (outputs["verdict"], outputs["promotable"], outputs["promoted"]) == \
+        ("fail", "false", "false")
+    report = json.loads(outputs["gates_json"])
+    assert report == json.loads((Path(outputs["out_dir"]) / "gates.json").read_text())
+    summary = actions["summary"].read_text(encoding="utf-8")
+    assert summary.startswith("<!-- physics-gates -->") and "regression/mae" in summary
+
+
+def test_session_warns_when_not_promotable(pytester: pytest.Pytester, workspace: Workspace,
+                                           actions: dict[str, Path]) -> None:
+    shutil.copy(SAMPLE / "champion_eval.json", workspace.eval)
+    shutil.copy(SAMPLE / "champion_eval_samples.npz",
+                workspace.eval.with_name("burgers1d_eval_samples.npz"))
+    result = pytester.runpytest(*workspace.args("-q"))
+    assert result.ret == 0
+    (warning,) = commands(result.outlines)
+    assert warning.startswith("::warning title=gates%3A burgers1d not promotable::")
+    outputs = parse_outputs(actions["output"].read_text(encoding="utf-8"))
+    assert (outputs["verdict"], outputs["promotable"], outputs["new_baseline_version"]) == \
+        ("pass", "false", "")
+
+
+def test_session_outputs_a_promotion(pytester: pytest.Pytester, workspace: Workspace,
+                                     actions: dict[str, Path]) -> None:
+    result = pytester.runpytest(*workspace.args("-q", "--gates-promote"))
+    assert result.ret == 0 and not commands(result.outlines)
+    outputs = parse_outputs(actions["output"].read_text(encoding="utf-8"))
+    assert (outputs["verdict"], outputs["promotable"], outputs["promoted"]) == \
+        ("pass", "true", "true")
+    assert outputs["new_baseline_version"] == "2"
+
+
+def test_no_github_output_outside_actions(pytester: pytest.Pytester, workspace: Workspace,
+                                          tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    monkeypatch.setenv("GITHUB_OUTPUT", str(tmp_path / "never"))
+    result = pytester.runpytest(*workspace.args("-q"))
+    assert result.ret == 0 and not commands(result.outlines)
+    assert not (tmp_path / "never").exists()

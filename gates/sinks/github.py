@@ -15,6 +15,7 @@ A file it cannot write is a warning line, never a failure.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -158,14 +159,19 @@ class GithubSink:
 
     def pytest_gates_session_finished(self, result: SessionResult) -> None:
         env = os.environ if self.env is None else self.env
-        stream = self.stream or sys.stdout
-        for line in annotation_lines(result):
-            stream.write(line + "\n")
-        _append("GITHUB_OUTPUT", output_block(outputs(result)), env, stream)
+        lines = annotation_lines(result)
+        problems = io.StringIO()
+        _append("GITHUB_OUTPUT", output_block(outputs(result)), env, problems)
         summary = summary_markdown(result)
         if summary is not None:
-            _append("GITHUB_STEP_SUMMARY", summary + "\n", env, stream)
-        stream.flush()
+            _append("GITHUB_STEP_SUMMARY", summary + "\n", env, problems)
+        lines += problems.getvalue().splitlines()
+        if lines:
+            # a workflow command counts only at the start of a line, and pytest's progress
+            # line may still be open: start a fresh one
+            stream = self.stream or sys.stdout
+            stream.write("\n" + "\n".join(lines) + "\n")
+            stream.flush()
 
 
 def enabled(env: Mapping[str, str] | None = None) -> bool:
