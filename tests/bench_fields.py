@@ -1,13 +1,15 @@
 """Field-metric benchmarks (slow; run with ``pytest tests/bench_fields.py -m slow -s``).
 
 Every figure is a ratio of two timings taken in the same run on the same files, printed
-next to its target. The pointwise figures are given for both kernels (NumPy, and numba's
-compiled loop when numba is installed); numba's first-use cost (import + compilation)
-is measured apart in a fresh process and left out of its throughput. Timings are the
-best of GATES_BENCH_REPEATS interleaved runs, each on freshly opened memmaps (the files
-sit in the page cache after the first run), reported as wall time and as process CPU
-time (the CPU figure is steadier on a shared machine; for the threaded numba kernel it
-adds up both threads, so its CPU ratio is lower than its wall ratio).
+next to its target: the pointwise kernels against ``np.sum`` over the same bytes (numba
+>= 0.7x, NumPy >= 0.35x), the whole pass (every metric, both conventions' spectra from
+one rfftn per slab) against a bare ``np.fft.rfftn`` over the same data plus one
+``np.sum`` pass (<= 1.3x), and the extra resident memory of a large streamed case
+(<= 300 MB). numba's first-use cost (import + compilation) is measured apart in a fresh
+process and left out of its throughput. Timings are the best of GATES_BENCH_REPEATS
+interleaved runs, each on freshly opened memmaps (the files sit in the page cache after
+the first run), reported as wall time and as process CPU time (the CPU figure is
+steadier on a shared machine; for the threaded numba kernel it adds up both threads).
 
 Environment knobs:
   GATES_BENCH_GIB          size of pred and of target, GiB (default 1)
@@ -35,8 +37,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gates.field_kernels import MIN_BYTES, default_threads, warm_up
-from gates.fields import EPS, compute_field_metrics_arrays
+from gates.fields import FieldMetrics, compute_field_metrics_arrays
+from gates.fields.numba import MIN_BYTES, default_threads, warm_up
 
 pytestmark = pytest.mark.slow
 
@@ -109,44 +111,37 @@ def report(label: str, value: float, target: str, ok: bool) -> None:
 # --------------------------------------------------------------------------- naive reference
 
 
-def naive_pointwise(pred: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
-    """Straightforward whole-array NumPy of the same formulas (fRMSE excluded).
+def naive_pointwise(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """Straightforward whole-array NumPy of the same definitions (spectra excluded).
 
     float32 temporaries with float64 reductions, written as a user would: one
     expression per metric over the whole (S, T, X, Y, C) array.
     """
     f64 = np.float64
     e = pred - target
-    S = e.shape[0]
     sp = (2, 3)
-    mse = np.asarray(np.mean(e.reshape(S, -1) ** 2, axis=1, dtype=f64))
-    out: dict[str, np.ndarray] = {"mse": mse, "rmse": np.sqrt(mse)}
-    out["mae"] = np.asarray(np.mean(np.abs(e).reshape(S, -1), axis=1, dtype=f64))
-    t2 = np.mean(np.asarray(target).reshape(S, -1) ** 2, axis=1, dtype=f64)
-    out["nrmse"] = np.asarray(np.sqrt(mse) / (np.sqrt(t2) + EPS))
-    out["rel_l2"] = np.sqrt(mse * e[0].size) / (np.sqrt(t2 * e[0].size) + EPS)
-    out["max_error"] = np.abs(e).reshape(S, -1).max(axis=1)
-    me = e.mean(axis=sp, dtype=f64)
-    out["crmse"] = np.sqrt((me**2).mean(axis=(1, 2)))
-    mask = np.zeros(e.shape[2:4], bool)
-    mask[[0, -1], :] = True
-    mask[:, [0, -1]] = True
-    out["brmse"] = np.sqrt(np.mean(e[:, :, mask] ** 2, axis=(1, 2, 3), dtype=f64))
-    var = np.var(target, axis=sp, dtype=f64)
-    out["vrmse"] = np.sqrt(np.mean(e**2, axis=sp, dtype=f64) / (var + EPS)).mean(axis=(1, 2))
-    s_p = np.asarray(np.sum(pred, axis=sp, dtype=f64))
-    s_t = np.asarray(np.sum(target, axis=sp, dtype=f64))
-    out["conservation_gap"] = np.abs(s_p - s_t).mean(axis=(1, 2))
-    out["conservation_drift"] = np.abs(s_p - s_p[:, :1]).max(axis=1).mean(axis=1)
-    jumps, nears = [], []
-    for ax in sp:
-        first, last = np.take(pred, 0, axis=ax), np.take(pred, -1, axis=ax)
-        second, before = np.take(pred, 1, axis=ax), np.take(pred, -2, axis=ax)
-        jumps.append(np.abs(first - last).reshape(S, -1))
-        nears.append((0.5 * (np.abs(second - first) + np.abs(last - before))).reshape(S, -1))
-    j = np.concatenate(jumps, axis=1).mean(axis=1, dtype=f64)
-    r = np.concatenate(nears, axis=1).mean(axis=1, dtype=f64)
-    out["bc_violation"] = np.asarray(j / (r + EPS))
+    mse = np.mean(e**2, axis=sp, dtype=f64)  # (S, T, C)
+    out: dict[str, float] = {"mse": float(mse.mean()), "rmse": float(np.sqrt(mse).mean())}
+    out["mae"] = float(np.mean(np.abs(e), axis=sp, dtype=f64).mean())
+    t2 = np.mean(np.asarray(target) ** 2, axis=sp, dtype=f64)
+    out["nrmse"] = float((np.sqrt(mse) / np.sqrt(t2)).mean())
+    linf = np.abs(e).max(axis=sp)
+    out["linf"] = float(linf.mean())
+    out["max_error"] = float(linf.max(axis=0).mean())
+    s_p = np.sum(pred, axis=sp, dtype=f64)
+    s_t = np.sum(target, axis=sp, dtype=f64)
+    out["crmse"] = float((np.sqrt(((s_p - s_t) ** 2).mean(axis=0)) / e[0, 0, ..., 0].size).mean())
+    nx, ny = e.shape[2:4]
+    faces = ((e[:, :, [0, -1]].astype(f64) ** 2).sum(axis=(2, 3))
+             + (e[:, :, :, [0, -1]].astype(f64) ** 2).sum(axis=(2, 3)))
+    out["brmse"] = float(np.sqrt(faces / (2 * nx + 2 * ny)).mean())
+    var = np.var(target, axis=sp, dtype=f64, ddof=1)
+    out["vrmse"] = float(np.sqrt(mse / (var + 1e-7)).mean())
+    out["conservation_gap"] = float(np.abs(s_p.sum(axis=2) - s_t.sum(axis=2)).mean())
+    rows = e.reshape(e.shape[0], e.shape[1], -1, e.shape[-1])
+    out["bc_violation"] = float((0.5 * (np.abs(rows[:, :, 0]).mean(axis=-1)
+                                        + np.abs(rows[:, :, -1]).mean(axis=-1))).mean())
+    out["negativity_penalty"] = float(np.maximum(-pred, 0).mean(dtype=f64))
     return out
 
 
@@ -158,7 +153,7 @@ _COMPILE_SCRIPT = textwrap.dedent(
     import json, sys, time
     import numpy as np
     t0 = time.perf_counter()
-    from gates import field_kernels
+    from gates.fields import numba as field_kernels
     t1 = time.perf_counter()
     ok = field_kernels.numba_available()
     t2 = time.perf_counter()
@@ -195,7 +190,7 @@ def test_pointwise_throughput(data: Path) -> None:
     def np_sum(p: np.ndarray, t: np.ndarray) -> object:
         return np.sum(p), np.sum(t)
 
-    def fused(kernel: str) -> Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]:
+    def fused(kernel: str) -> Callable[[np.ndarray, np.ndarray], FieldMetrics]:
         return lambda p, t: compute_field_metrics_arrays(p, t, spectral=False, kernel=kernel)
 
     def everything(kernel: str) -> Callable[[np.ndarray, np.ndarray], object]:
@@ -209,7 +204,8 @@ def test_pointwise_throughput(data: Path) -> None:
     for kernel in kernels:
         got = fused(kernel)(*fresh(data))
         for name, value in want.items():
-            np.testing.assert_allclose(got[name], value, rtol=1e-4, err_msg=f"{kernel} {name}")
+            np.testing.assert_allclose(got.values[name], value, rtol=1e-4,
+                                       err_msg=f"{kernel} {name}")
 
     for i, kind in enumerate(("wall", "cpu")):
         gbs = {k: nbytes / v[i] / 1e9 for k, v in {**best, **naive, **full}.items()}
@@ -219,8 +215,9 @@ def test_pointwise_throughput(data: Path) -> None:
               + ", ".join(f"{k} kernel {gbs['all ' + k]:.2f} GB/s" for k in kernels))
         for kernel in kernels:
             ratio = best["np.sum"][i] / best[kernel][i]
+            want_ratio = 0.7 if kernel == "numba" else 0.35
             report(f"{kernel} kernel pointwise throughput / np.sum throughput ({kind})", ratio,
-                   ">= 0.7", ratio >= 0.7)
+                   f">= {want_ratio}", ratio >= want_ratio)
         top = kernels[-1]
         speedup = naive["naive"][i] / best[top][i]
         report(f"{top} kernel pointwise speed-up over whole-array NumPy ({kind})", speedup,
@@ -239,13 +236,18 @@ def test_pointwise_throughput(data: Path) -> None:
             print(f"[bench] numba's first use ({cost:.2f} s) is repaid ({label}) from ~{pays} of"
                   f" pred + target; auto mode switches at {MIN_BYTES / 2**30:.0f} GiB")
     if STRICT:
-        assert best["np.sum"][0] / best[kernels[-1]][0] >= 0.7
-        assert naive["naive"][0] / best[kernels[-1]][0] >= 2.5
+        assert best["np.sum"][0] / best["numpy"][0] >= 0.35
+        if "numba" in best:
+            assert best["np.sum"][0] / best["numba"][0] >= 0.7
 
 
-def test_frmse_against_bare_rfft(data: Path) -> None:
-    """fRMSE (subtract, rfftn, band sums) against rfftn of pred alone, same bytes of pred."""
+def test_whole_pass_against_bare_rfftn_plus_sum(data: Path) -> None:
+    """Every metric (both conventions' spectra from one rfftn per slab) against a bare
+    np.fft.rfftn of the error-sized data plus one np.sum pass over pred and target."""
     axes = (2, 3)
+    kernels = ["numpy"] + (["numba"] if _has_numba() else [])
+    if "numba" in kernels:
+        warm_up(CHANNELS, np.float32)
 
     def bare(chunk_bytes: int) -> Callable[[np.ndarray, np.ndarray], object]:
         def run(p: np.ndarray, t: np.ndarray) -> object:
@@ -256,20 +258,33 @@ def test_frmse_against_bare_rfft(data: Path) -> None:
 
         return run
 
-    def frmse(p: np.ndarray, t: np.ndarray) -> object:
-        return compute_field_metrics_arrays(p, t, pointwise=False)
+    def np_sum(p: np.ndarray, t: np.ndarray) -> object:
+        return np.sum(p), np.sum(t)
+
+    def whole(kernel: str) -> Callable[[np.ndarray, np.ndarray], object]:
+        return lambda p, t: compute_field_metrics_arrays(p, t, kernel=kernel)
 
     best = best_of(data, {"rfftn 64MiB": bare(64 << 20), "rfftn 4MiB": bare(4 << 20),
-                          "frmse": frmse}, repeats=max(3, REPEATS - 2))
+                          "np.sum": np_sum, **{f"all {k}": whole(k) for k in kernels}},
+                   repeats=max(3, REPEATS - 2))
     for i, kind in enumerate(("wall", "cpu")):
-        fastest = min(best["rfftn 64MiB"][i], best["rfftn 4MiB"][i])
-        print(f"[bench] {kind:>4}: bare rfftn 64 MiB chunks {best['rfftn 64MiB'][i]:.3f} s,"
-              f" 4 MiB chunks {best['rfftn 4MiB'][i]:.3f} s, fRMSE {best['frmse'][i]:.3f} s")
-        ratio = best["frmse"][i] / fastest
-        report(f"fRMSE time / fastest bare np.fft.rfftn time ({kind})", ratio, "<= 1.2",
-               ratio <= 1.2)
+        fft = min(best["rfftn 64MiB"][i], best["rfftn 4MiB"][i])
+        floor = fft + best["np.sum"][i]
+        print(f"[bench] {kind:>4}: bare rfftn {fft:.3f} s, np.sum {best['np.sum'][i]:.3f} s, "
+              + ", ".join(f"whole pass ({k}) {best['all ' + k][i]:.3f} s" for k in kernels))
+        for k in kernels:
+            ratio = best[f"all {k}"][i] / floor
+            report(f"whole pass ({k}) / (bare rfftn + np.sum) ({kind})", ratio, "<= 1.3",
+                   ratio <= 1.3)
     if STRICT:
-        assert best["frmse"][0] / min(best["rfftn 64MiB"][0], best["rfftn 4MiB"][0]) <= 1.2
+        floor = min(best["rfftn 64MiB"][0], best["rfftn 4MiB"][0]) + best["np.sum"][0]
+        assert min(best[f"all {k}"][0] for k in kernels) / floor <= 1.3
+
+
+def _has_numba() -> bool:
+    from gates.fields.numba import numba_available
+
+    return numba_available()
 
 
 _STREAM_SCRIPT = textwrap.dedent(
@@ -277,7 +292,7 @@ _STREAM_SCRIPT = textwrap.dedent(
     import json, resource, sys, threading, time
     import numpy, psutil
     import gates.fields
-    from gates import field_kernels
+    from gates.fields import numba as field_kernels
     proc = psutil.Process()
     kernel = sys.argv[2]
     rss0 = proc.memory_info().rss
@@ -306,7 +321,7 @@ _STREAM_SCRIPT = textwrap.dedent(
                if line.startswith("VmHWM:"))
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"base": base, "sampled": peak[0], "hwm": hwm, "maxrss": maxrss,
-                      "wall": wall, "n": len(out["mse"]), "compiler": base - rss0}))
+                      "wall": wall, "n": out.n_samples, "compiler": base - rss0}))
     """
 )
 
@@ -319,7 +334,7 @@ def test_streaming_peak_memory(tmp_path: Path) -> None:
     reported apart, and VmHWM is reset after them); file pages mapped by the windows
     count, as they are resident.
     """
-    from gates.field_kernels import numba_available
+    from gates.fields.numba import numba_available
 
     shape = write_pair(tmp_path / "big", STREAM_GIB, CHANNELS)
     kernels = ["numpy"] + (["numba"] if numba_available() else [])

@@ -316,16 +316,16 @@ class Kernel:
         k = e.shape[0]
         sl = slice(j, j + k)
         f64 = np.float64
-        spec = np.ascontiguousarray(np.fft.rfftn(e, axes=self.fft_axes))
+        spec = np.fft.rfftn(e, axes=self.fft_axes)  # C-contiguous
         x = spec.view(spec.real.dtype)  # (k, modes..., 2C): re, im interleaved
         np.square(x, out=x)
         pairs = x.reshape(x.shape[:-1] + (self.C, 2))
-        if len(self.plan.space) == 1:
-            power = pairs.sum(axis=-1, dtype=f64)  # (k, M, C)
-            st.shell[sl] = power.transpose(0, 2, 1)
+        if len(self.plan.space) == 1:  # (k, M, C): re^2 + im^2 (a length-2 sum is slow)
+            st.shell[sl] = np.add(pairs[..., 0], pairs[..., 1], dtype=f64).transpose(0, 2, 1)
         elif self.S > 0:
-            q = pairs[(slice(None), *self.quadrant)].sum(axis=-1, dtype=f64)
-            q = q.reshape(k, -1, self.C)[:, self.q_order]
+            quad = pairs[(slice(None), *self.quadrant)]
+            q = np.add(quad[..., 0], quad[..., 1]).reshape(k, -1, self.C)
+            q = q[:, self.q_order].astype(f64)
             st.shell[sl] = np.add.reduceat(q, self.q_starts, axis=1).transpose(0, 2, 1)
         rows = x.reshape(k, -1)
         g = rows[:, self.sel].astype(f64)
