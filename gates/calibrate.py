@@ -11,16 +11,24 @@ ceilings and spikes of ``gates.logic``. A trial fails the session when any of th
 fails. Every metric uses the same drawn samples in a trial, so correlated metrics fail
 together as they would in a real session.
 
-The two sides are independent draws, so the per-sample pairing the paired test exploits
-is absent: the estimate is the false-failure rate for "the same model on another
-evaluation set of the same size", an upper bound for reruns on the same samples (whose
-per-sample errors correlate). Metrics with only repeated runs (``repeats``) are calibrated
-by leaving one run out as the challenger; metrics with neither are reported as not
-estimated. Rates come with a 95 % Wilson interval.
+The two sides are independent draws from the champion's samples: a challenger of exactly
+the champion's quality, evaluated on another set of the same size. The paired test keeps
+its per-gate promise there (a pure rerun fails one gate at most ``1 - confidence`` of the
+time); what this measures is everything around it on the suite's real data: the session
+as a whole (tens of gates at once), physics ceilings and spikes (no noise model), metrics
+judged by the fixed threshold (no vectors, ``max`` aggregation, unknown direction).
+Metrics with only repeated runs (``repeats``) are calibrated by leaving one run out as
+the challenger; metrics with neither are reported as not estimated. Rates come with a
+95 % Wilson interval.
 
-Cost: the bootstrap of the evidence only runs for trials in which the mean is past the
-tolerance (``logic.regression`` with ``regressed=True`` tells which: outside them no
-evidence can fail the gate), so 1,000 trials of 30 metrics take seconds.
+Each regression gate is judged as the plan judges it today: one
+``evidence.paired_evidence`` call per gate. Should the plan judge a session's gates as
+one family (``evidence.regression_evidence``, adjusted over the metrics), these per-gate
+rates stay exact and the session rate becomes an upper bound.
+
+Cost: the evidence only runs for trials in which the estimate is past the tolerance
+(``logic.regression`` with ``regressed=True`` tells which: outside them no evidence can
+fail the gate), on every core when there are many.
 """
 
 from __future__ import annotations
@@ -113,12 +121,10 @@ def _rate(gid: str, kind: str, metric: str, method: str, fails: npt.NDArray[np.b
 
 
 def calibrate(champion: Champion, policy: Policy, *, trials: int = 1000, seed: int = 0,
-              method: str = "resample", workers: int | None = None,
-              exact: bool = False) -> Calibration:
+              method: str = "resample", workers: int | None = None) -> Calibration:
     """Run ``trials`` A/A trials of every built-in gate on the champion's own data.
 
-    ``exact``: each trial's evidence from ``evidence.paired_evidence`` itself (slow);
-    ``workers``: processes for that (default: every core; 1 = in this process).
+    ``workers``: processes for the evidence (default: every core; 1 = this process).
     """
     if trials < 1:
         raise ValueError(f"trials must be at least 1, got {trials}")
@@ -169,7 +175,7 @@ def calibrate(champion: Champion, policy: Policy, *, trials: int = 1000, seed: i
             fails.append(failed)
         else:
             skipped.append(metric)
-    _run_jobs(policy, jobs, workers, exact=exact, rng=rng)
+    _run_jobs(policy, jobs, workers)
     for gate, failed in zip(gates, fails, strict=True):  # now that every trial is decided
         gate.failures = int(failed.sum())
         gate.rate = gate.failures / gate.trials if gate.trials else 0.0
@@ -212,7 +218,7 @@ def _passed(outcome: Outcome, policy: Policy) -> bool:
 #: above this many bootstrap comparisons the work is shared among the machine's cores
 PARALLEL_JOBS = 400
 
-Job = tuple[str, npt.NDArray[np.float64], npt.NDArray[np.float64], float, float]
+Job = tuple[str, npt.NDArray[np.float64], npt.NDArray[np.float64], float, float, str]
 
 
 def _regression_trials(metric: str, vector: npt.NDArray[np.float64],
@@ -227,7 +233,7 @@ def _regression_trials(metric: str, vector: npt.NDArray[np.float64],
     """
     direction = policy.direction(metric)
     tol = policy.tolerance_for(metric)
-    paired = how == "mean" and direction is not None
+    paired = how in ("mean", "rms") and direction is not None
     label = "paired" if paired else "threshold"
     failed = np.zeros(base.size, dtype=bool)
     # loose pre-screen (half the tolerance): far inside it no rule can fail the gate
@@ -242,121 +248,69 @@ def _regression_trials(metric: str, vector: npt.NDArray[np.float64],
             failed[t] = not _passed(logic.regression(metric, c, b, policy), policy)
         # the worst any evidence can do: if even that passes, the bootstrap is not needed
         elif not _passed(logic.regression(metric, c, b, policy, regressed=True), policy):
-            jobs.append(((metric, vector[idx_a[t]], vector[idx_b[t]], b, c), failed, int(t)))
+            jobs.append(((metric, vector[idx_a[t]], vector[idx_b[t]], b, c, how), failed,
+                         int(t)))
     return failed, label
 
 
 def _judge(policy: Policy, jobs: Sequence[Job]) -> list[bool]:
-    """The real regression gate (evidence + logic) on each (metric, a, b) pair: failed?"""
+    """The real regression gate on each (metric, champion draw, challenger draw): failed?
+
+    As the plan judges one gate: ``evidence.paired_evidence`` with the policy's rule,
+    confidence, margin and seed (one shared sign-flip design: it depends on the seed and
+    the sample count only, so the answers are the same as with a fresh one), then
+    ``logic.regression`` and the policy's severity.
+    """
     rule = cast(evidence.Rule, policy.rule)
+    shared: dict[str, Any] = {}
+    making = getattr(evidence, "Resampling", None)
+    if making is not None:
+        shared["resampling"] = making(policy.seed)
     verdicts = []
-    for metric, a, b_vec, b, c in jobs:
+    for metric, a, b_vec, b, c, how in jobs:
         direction = policy.direction(metric)
+        options: dict[str, Any] = dict(shared)
+        if how != "mean":
+            options["aggregation"] = how
         try:
             found = evidence.paired_evidence(
                 a, b_vec, higher_is_better=direction == "higher",
                 threshold=policy.tolerance_for(metric), rule=rule,
-                confidence=policy.confidence, seed=policy.seed, margin=policy.margin)
+                confidence=policy.confidence, seed=policy.seed, margin=policy.margin,
+                **options)
         except ValueError as exc:  # as the gate does: the fixed rule decides
             outcome = logic.regression(metric, c, b, policy,
                                        evidence={"note": f"paired test not possible: {exc}"})
         else:
             regressed = found.regressed if found.method != "threshold-only" else None
-            outcome = logic.regression(metric, c, b, policy, evidence=asdict(found),
+            outcome = logic.regression(metric, c, b, policy, evidence=dict(found.__dict__),
                                        regressed=regressed)
         verdicts.append(not _passed(outcome, policy))
     return verdicts
 
 
 def _run_jobs(policy: Policy, jobs: list[tuple[Job, npt.NDArray[np.bool_], int]],
-              workers: int | None = None, *, exact: bool = False,
-              rng: np.random.Generator | None = None) -> None:
-    """Decide the queued trials and write the verdicts into their arrays.
-
-    ``exact``: one ``evidence.paired_evidence`` call per trial (about 7 ms each at n=100;
-    on every core when there are many). Default: the same paired bootstrap (expanded
-    percentile interval of the relative change of the means, the policy's confidence and
-    2,000 resamples) computed for all trials at once as one matrix product, then decided
-    by ``evidence.decide`` and ``logic.regression``: the same rule, other random draws.
-    """
+              workers: int | None = None) -> None:
+    """Decide the queued trials (on every core when there are many) into their arrays."""
     if not jobs:
         return
     work = [job for job, _, _ in jobs]
-    if not exact:
-        verdicts = _judge_batched(policy, work, rng or np.random.default_rng(policy.seed))
-    else:
-        cores = workers if workers is not None else (os.cpu_count() or 1)
-        if cores > 1 and len(work) >= PARALLEL_JOBS and _can_fork():
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
+    cores = workers if workers is not None else (os.cpu_count() or 1)
+    if cores > 1 and len(work) >= PARALLEL_JOBS and _can_fork():
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-            chunks = [work[i::cores] for i in range(cores)]
-            context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(cores, mp_context=context) as pool:
-                parts = list(pool.map(_judge, [policy] * cores, chunks))
-            verdicts = [False] * len(work)
-            for i, part in enumerate(parts):
-                verdicts[i::cores] = part
-        else:
-            verdicts = _judge(policy, work)
+        chunks = [work[i::cores] for i in range(cores)]
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(cores, mp_context=context) as pool:
+            parts = list(pool.map(_judge, [policy] * cores, chunks))
+        verdicts = [False] * len(work)
+        for i, part in enumerate(parts):
+            verdicts[i::cores] = part
+    else:
+        verdicts = _judge(policy, work)
     for (_, target, t), verdict in zip(jobs, verdicts, strict=True):
         target[t] = verdict
-
-
-N_RESAMPLES = 2000  # as the gate's paired test
-_BATCH = 256  # trials per matrix product: bounds memory at 2,000 x 256 floats
-
-
-def _judge_batched(policy: Policy, work: Sequence[Job], rng: np.random.Generator) -> list[bool]:
-    """:func:`_judge` for many trials at once (one bootstrap index matrix per length)."""
-    from statistics import NormalDist
-
-    from scipy.stats import t as student_t
-
-    verdicts = [False] * len(work)
-    alpha = (1.0 - policy.confidence) / 2.0
-    rule = cast(evidence.Rule, policy.rule)
-    by_shape: dict[tuple[str, int], list[int]] = {}
-    for i, (metric, a, _, _, _) in enumerate(work):
-        by_shape.setdefault((metric, a.size), []).append(i)
-    weights: dict[int, npt.NDArray[np.float64]] = {}
-    for (metric, n), members in by_shape.items():
-        if n < 2:
-            continue
-        if n not in weights:  # resample counts: row r says how often each sample is drawn
-            draws = rng.integers(0, n, size=(N_RESAMPLES, n))
-            flat = (draws + n * np.arange(N_RESAMPLES)[:, None]).ravel()
-            weights[n] = np.bincount(flat, minlength=N_RESAMPLES * n).reshape(
-                N_RESAMPLES, n).astype(np.float64)
-        w = weights[n]
-        level = NormalDist().cdf(math.sqrt(n / (n - 1)) * float(student_t.ppf(alpha, n - 1)))
-        direction = policy.direction(metric)
-        higher = direction == "higher"
-        tol = policy.tolerance_for(metric)
-        for start in range(0, len(members), _BATCH):
-            chunk = members[start:start + _BATCH]
-            base = np.stack([work[i][1] for i in chunk], axis=1)  # n x J
-            cur = np.stack([work[i][2] for i in chunk], axis=1)
-            total_b, total_c = base.sum(axis=0), cur.sum(axis=0)
-            sum_b, sum_c = w @ base, w @ cur  # R x J
-            flips = np.any(np.sign(sum_b) != np.sign(total_b), axis=0) | (total_b == 0)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                change = (total_c - total_b) / np.abs(total_b)
-                boot = (sum_c - sum_b) / np.abs(sum_b)
-            lo, hi = np.quantile(boot, [level, 1.0 - level], axis=0)
-            for j, i in enumerate(chunk):
-                metric_j, _, _, b, c = work[i]
-                if flips[j]:  # as the gate does: no relative interval, the fixed rule
-                    outcome = logic.regression(metric_j, c, b, policy)
-                else:
-                    ch = float(change[j])
-                    ci_low, ci_high = min(float(lo[j]), ch), max(float(hi[j]), ch)
-                    regressed = evidence.decide(ch, ci_low, ci_high, higher_is_better=higher,
-                                                threshold=tol, rule=rule,
-                                                margin=policy.margin)
-                    outcome = logic.regression(metric_j, c, b, policy, regressed=regressed)
-                verdicts[i] = not _passed(outcome, policy)
-    return verdicts
 
 
 def _can_fork() -> bool:
@@ -495,13 +449,13 @@ def render(result: Calibration) -> list[str]:
 
 def run_calibrate(store: BaselineStore, suite: str, *, trials: int = 1000, seed: int = 0,
                   method: str = "resample", as_json: bool = False,
-                  keep: bool = True, exact: bool = False) -> int:
+                  keep: bool = True) -> int:
     """``python -m gates calibrate``: print the rates, warn above 1 %, store the estimate."""
     champion = store.champion(suite)
     if champion is None:
         raise GateInputError(store.suite_dir(suite), "suite has no champion to calibrate")
     result = calibrate(champion, store.policy(suite), trials=trials, seed=seed,
-                       method=method, exact=exact)
+                       method=method)
     if as_json:
         print(json.dumps(result.to_json(), allow_nan=False))
     else:

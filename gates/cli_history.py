@@ -3,8 +3,7 @@
     python -m gates history SUITE [--baselines DIR] [--metric M ...] [--since WHEN]
                                   [--json] [--out DIR] [--last N] [--min-change PCT]
     python -m gates calibrate SUITE [--baselines DIR] [--trials 1000] [--seed 0]
-                                    [--method resample|split] [--exact] [--json]
-                                    [--no-store]
+                                    [--method resample|split] [--json] [--no-store]
 
 ``add_commands`` registers both on the ``python -m gates`` subparsers; ``run_command``
 runs one of them (None when the command is another one).
@@ -60,9 +59,6 @@ def add_commands(subparsers: Any) -> None:
     calibrate.add_argument("--method", choices=("resample", "split"), default="resample",
                            help="resample: two independent draws of n samples with "
                                 "replacement; split: two random halves")
-    calibrate.add_argument("--exact", action="store_true",
-                           help="call the evidence module once per trial (slow) instead of "
-                                "the batched bootstrap")
     calibrate.add_argument("--json", action="store_true", help="print the estimate as JSON")
     calibrate.add_argument("--no-store", action="store_true",
                            help="do not write calibration.json")
@@ -88,8 +84,7 @@ def run_command(opts: argparse.Namespace) -> int | None:
         if opts.trials < 1:
             raise GateInputError(None, f"--trials must be at least 1, got {opts.trials}")
         return run_calibrate(store, suite, trials=opts.trials, seed=opts.seed,
-                             method=opts.method, as_json=opts.json, keep=not opts.no_store,
-                             exact=opts.exact)
+                             method=opts.method, as_json=opts.json, keep=not opts.no_store)
     except GateInputError as exc:
         print(f"gates: {exc}", file=sys.stderr)
         return 1
