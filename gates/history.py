@@ -474,12 +474,15 @@ def trend_png(runs: Sequence[Mapping[str, Any]], metric: str,
                    zorder=3, label="promoted")
     mine = sorted((p for p in points if p.metric == metric), key=lambda p: p.index)
     end = float(where[-1]) + 0.5 if where.size else 0.5
+    higher = _direction(runs, metric)
     for k, p in enumerate(mine):
         stop = mine[k + 1].index - 0.5 if k + 1 < len(mine) else end
-        ax.axvspan(p.index - 0.5, stop, color="#ff7f0e", alpha=0.12, lw=0)
-        ax.axvline(p.index - 0.5, color="#ff7f0e", lw=1.0)
+        worse = None if higher is None else (p.change_pct > 0) != higher
+        color = {True: "#d62728", False: "#2ca02c", None: "#ff7f0e"}[worse]
+        ax.axvspan(p.index - 0.5, stop, color=color, alpha=0.10, lw=0)
+        ax.axvline(p.index - 0.5, color=color, lw=1.0)
         ax.annotate(f"{p.change_pct:+.1f}%", (p.index, 1.0), xycoords=("data", "axes fraction"),
-                    xytext=(2, -12), textcoords="offset points", fontsize=8, color="#b35900")
+                    xytext=(2, -12), textcoords="offset points", fontsize=8, color=color)
     ax.set_xlabel("run (position in the ledger)")
     ax.set_ylabel(metric)
     ax.set_title(f"{suite}: {metric} over {where.size} runs" if suite else metric, fontsize=10)
