@@ -26,7 +26,7 @@ from gates.model import Outcome, Status
 from gates.sinks.wandb import WandbSink, reserve_of
 from tests.wandb_run import find_offline_runs, read_offline_run, session_result
 
-TIMEOUT = 6.0  # gates_wandb_timeout of these sessions: the whole sink
+TIMEOUT = 10.0  # gates_wandb_timeout of these sessions: the whole sink
 INIT_TIMEOUT = "1"  # WANDB_INIT_TIMEOUT
 SLACK = 1.5  # process start and teardown beyond the deadline
 HANG_LIMIT = 30.0  # a hanging handler gives up by itself after this long
@@ -192,10 +192,10 @@ def test_a_server_that_answers_init_then_hangs(online: None, tmp_path: Path,
     with init_then_hang() as (url, seen):
         monkeypatch.setenv("WANDB_BASE_URL", url)
         result, took, err = log_online(tmp_path / "out", capsys)
-    # the online run really started (the resumed evaluation run), then the server hung
-    assert "UpsertBucket" in seen
-    assert any(s not in INIT_ANSWERS for s in seen), seen
-    assert (tmp_path / "out" / "wandb").glob("run-*-ev1")  # its local folder, incomplete
+    # the online run really started (the evaluation's run, resumed); what it asked for
+    # next hung until the child was killed
+    assert "UpsertBucket" in seen, seen
+    assert any((tmp_path / "out" / "wandb").glob("run-*-ev1"))  # its local folder
     # killed when the online window closed; the offline copy fits in the time kept for it
     assert TIMEOUT - reserve_of(TIMEOUT) - 0.5 < took < TIMEOUT + SLACK
     assert "did not finish in time" in err

@@ -331,7 +331,7 @@ def timeout_of(plan: Any) -> float:
 
 def reserve_of(timeout: float) -> float:
     """Time kept at the end of the deadline for a fresh child to write the offline run."""
-    return min(10.0, max(3.0, timeout / 3))
+    return min(10.0, max(4.0, timeout / 3))
 
 
 def init_timeout(window: float) -> float:
@@ -356,8 +356,7 @@ class WandbSink:
     def __init__(self, mode: str | None = None) -> None:
         self.mode = mode
         self._child: _Child | None = None
-        self._plan: Any = None
-        self._fallback_dir: Path | None = None
+        self._fallback: dict[str, Any] = {}
 
     # -- hooks --
 
@@ -365,17 +364,15 @@ class WandbSink:
         """Begin at once (import wandb, open the run) while the gates run."""
         if self._child is not None:
             return
-        self._plan = plan
         mode = self._mode(plan)
         out = Path(out_dir) if out_dir else _out_dir_of(plan)
-        self._fallback_dir = out
+        # the offline copy of an online session: a gates run in the output folder
+        self._fallback = init_options(plan, out, "offline") | {"dir": str(out)}
         timeout = timeout_of(plan)
         window = timeout - reserve_of(timeout) if mode == "online" else timeout
-        job = {"init": init_options(plan, out, mode),
-               "fallback": init_options(plan, out, "offline") | {"dir": str(out)}
-               if mode == "online" else None,
-               "init_timeout": init_timeout(window)}
-        self._child = _Child(job)
+        self._child = _Child({"init": init_options(plan, out, mode),
+                              "fallback": self._fallback if mode == "online" else None,
+                              "init_timeout": init_timeout(window)})
 
     @pytest.hookimpl(trylast=True)  # after the local files: W&B can never cost one
     def pytest_gates_session_finished(self, result: SessionResult) -> None:
@@ -425,10 +422,11 @@ class WandbSink:
         if mode != "online":
             raise WandbFailed(answer["error"])
         self._child.kill()
-        assert self._fallback_dir is not None
-        options = init_options(plan, self._fallback_dir, "offline")
-        options["dir"] = str(self._fallback_dir)
-        self._child = _Child({"init": options, "fallback": None,
+        # the killed child may have begun the offline copy: the fresh one writes it whole
+        for partial in Path(self._fallback["dir"]).glob(
+                f"wandb/offline-run-*-{self._fallback['id']}"):
+            shutil.rmtree(partial, ignore_errors=True)
+        self._child = _Child({"init": self._fallback, "fallback": None,
                               "init_timeout": init_timeout(deadline - time.monotonic())})
         kept = self._child.run(record, deadline)
         if not kept.get("run_dir"):
@@ -509,12 +507,13 @@ class _Child:
         # a large record may not fit the pipe while the child is still opening the run
         self._feeder = threading.Thread(target=feed, name="gates-wandb-feed", daemon=True)
         self._feeder.start()
+        began = time.monotonic()
         answer = self._answer(deadline)
         if answer is None:
+            alive = self.proc.poll() is None
             self.kill()
-            left = "exited without an answer" if self.proc.returncode not in (None, -9) \
-                else "did not finish in time"
-            return {"error": f"the W&B child {left}"}
+            return {"error": f"W&B did not finish in time ({deadline - began:.1f} s)" if alive
+                    else f"the W&B child exited without an answer ({self.proc.returncode})"}
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=max(0.0, min(2.0, deadline - time.monotonic())))
         return dict(answer)
