@@ -230,3 +230,25 @@ def test_no_github_output_outside_actions(pytester: pytest.Pytester, workspace: 
     result = pytester.runpytest(*workspace.args("-q"))
     assert result.ret == 0 and not commands(result.outlines)
     assert not (tmp_path / "never").exists()
+
+
+def test_huge_outputs_are_cut_to_what_github_accepts(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from gates.sinks import github
+
+    monkeypatch.setattr(github, "MAX_SUMMARY", 2000)
+    monkeypatch.setattr(github, "MAX_OUTPUT", 3000)
+    env, stream = github_env(tmp_path), io.StringIO()
+    result = session(tmp_path)
+    result.outcomes.extend(Outcome(f"regression/m{i}", "regression", f"m{i}", Status.PASS,
+                                   1.0, 1.0, 0.0, 10.0) for i in range(100))
+    (result.out_dir / "gates.md").write_text(
+        "<!-- physics-gates -->\n" + "".join(f"| m{i} | pass |\n" for i in range(500)),
+        encoding="utf-8")
+    GithubSink(env, stream).pytest_gates_session_finished(result)
+    summary = (tmp_path / "summary.md").read_text(encoding="utf-8")
+    assert len(summary.encode()) < 2200 and "cut at 1 KiB" in summary
+    assert [line for line in summary.splitlines() if line][-2].endswith("pass |")
+    report = json.loads(parse_outputs((tmp_path / "output").read_text())["gates_json"])
+    assert report["gates_omitted"] == 102  # pass and not_promotable; failures and warn kept
+    assert [g["status"] for g in report["gates"]] == ["fail", "changed", "warn"]

@@ -210,3 +210,86 @@ def test_a_competing_promotion_is_gated_against_again(remote: Remote) -> None:
     log = remote.git(remote.origin, "log", "--format=%s", "main").splitlines()
     assert log == ["their promotion", "seed"]  # the same report: no second promotion
     assert json.loads(remote.show("baselines/burgers1d/champion.json"))["version"] == 2
+
+
+# -- the pull-request comment: created once, then updated in place ------------------------
+FAKE_GH = '''import json, subprocess, sys
+from pathlib import Path
+
+state, args = Path(sys.argv[1]), sys.argv[3:]  # sys.argv[2] == "api"
+comments = json.loads(state.read_text())
+method, fields, jq, path, i = "GET", {}, None, None, 0
+while i < len(args):
+    if args[i] in ("-X", "-F", "--jq"):
+        flag, value = args[i:i + 2]
+        i += 2
+        if flag == "-X":
+            method = value
+        elif flag == "--jq":
+            jq = value
+        else:
+            key, _, text = value.partition("=")
+            fields[key] = Path(text[1:]).read_text() if text.startswith("@") else text
+    else:
+        path = path if args[i].startswith("--") else args[i]
+        i += 1
+if method == "GET":
+    out = json.dumps(comments)
+    if jq:
+        out = subprocess.run(["jq", "-r", jq], input=out, capture_output=True, text=True,
+                             check=True).stdout
+    sys.stdout.write(out)
+elif method == "POST":
+    assert path.endswith("/issues/5/comments"), path
+    comments.append({"id": 100 + len(comments), "body": fields["body"]})
+else:
+    assert method == "PATCH" and "/issues/comments/" in path, (method, path)
+    number = int(path.rsplit("/", 1)[1])
+    next(c for c in comments if c["id"] == number)["body"] = fields["body"]
+state.write_text(json.dumps(comments))
+'''
+
+
+def comment_script() -> str:
+    steps = load(REUSABLE)["jobs"]["gate"]["steps"]
+    (step,) = [s for s in steps if str(s.get("name", "")).startswith("Comment")]
+    return str(step["run"])
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="jq stands in for gh's --jq")
+def test_one_comment_updated_in_place(tmp_path: Path) -> None:
+    state = tmp_path / "comments.json"
+    state.write_text(json.dumps([{"id": 1, "body": "LGTM"}]), encoding="utf-8")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (tmp_path / "fake_gh.py").write_text(FAKE_GH, encoding="utf-8")
+    gh = bin_dir / "gh"
+    gh.write_text(f"#!/usr/bin/env bash\nexec {sys.executable} {tmp_path / 'fake_gh.py'} "
+                  f"{state} \"$@\"\n", encoding="utf-8")
+    gh.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", PR="5",
+               REPO="me/repo", GH_TOKEN="x", GITHUB_RUN_ID="9")
+    out = tmp_path / "gates-out"
+    out.mkdir()
+
+    def post(markdown: str) -> list[dict[str, Any]]:
+        (out / "gates.md").write_text(markdown, encoding="utf-8")
+        done = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c",
+                               comment_script()], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return list(json.loads(state.read_text(encoding="utf-8")))
+
+    first = post(f"{MARKER}\n## Gates: PASS\n\n![gates_change](gates_change.png)\n")
+    assert first == [{"id": 1, "body": "LGTM"},
+                     {"id": 101, "body": f"{MARKER}\n## Gates: PASS\n\n"}]
+    second = post(f"{MARKER}\n## Gates: FAIL\n")
+    assert second == [first[0], {"id": 101, "body": f"{MARKER}\n## Gates: FAIL\n"}]
+    rows = "".join(f"| regression/m{i} | pass |\n" for i in range(5000))
+    third = post(f"{MARKER}\n## Gates: PASS\n{rows}")
+    assert len(third) == 2 and third[0] == first[0]
+    body = third[1]["body"]
+    assert len(body.encode()) < 65536 and body.startswith(MARKER)
+    assert "cut at 60 kB" in body and "run 9" in body
+    assert all(line.startswith("| regression/m") and line.endswith("pass |")
+               for line in body.splitlines()[2:-2] if line)

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 ERROR_STATUSES = ("fail", "changed", "incomparable", "error")
 #: the largest ``gates_json`` output written whole (GitHub allows 1 MiB per output)
 MAX_OUTPUT = 512 * 1024
+#: the largest job summary written whole (GitHub allows 1 MiB per step)
+MAX_SUMMARY = 1000 * 1024
 _IMAGE = re.compile(r"^!\[[^\]]*\]\((?!https?://)[^)]*\)\s*$")
 
 
@@ -134,7 +136,11 @@ def summary_markdown(result: SessionResult) -> str | None:
         return None
     lines = [line for line in md.read_text(encoding="utf-8").splitlines()
              if not _IMAGE.match(line)]
-    return "\n".join(lines).rstrip() + "\n"
+    text = "\n".join(lines).rstrip() + "\n"
+    if len(text.encode("utf-8")) > MAX_SUMMARY:  # GitHub refuses a larger step summary
+        cut = text.encode("utf-8")[:MAX_SUMMARY].decode("utf-8", "ignore").rsplit("\n", 1)[0]
+        text = f"{cut}\n\n(cut at {MAX_SUMMARY // 1024} KiB: the whole file is {md})\n"
+    return text
 
 
 def _append(variable: str, text: str, env: Mapping[str, str], stream: IO[str]) -> None:
