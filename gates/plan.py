@@ -146,7 +146,7 @@ def load_plan(settings: Settings,
     policy.primary()  # an unknown promotion direction is a usage error, found up front
     champion = store.champion(suite)
     if settings.promote:
-        problem = store.check_writable(suite) if hasattr(store, "check_writable") else None
+        problem = store.check_writable(suite)
         if problem:
             raise GateInputError(store.root, f"--gates-promote cannot write the store: "
                                              f"{problem}")
@@ -197,10 +197,9 @@ def _store(settings: Settings) -> BaselineStore:
         from gates.bundled import bundled_store
 
         return BaselineStore(bundled_store())
-    if not root.is_dir() and not settings.promote:
-        raise GateInputError(root, "baseline store does not exist (a first run creates it "
-                                   "with --gates-promote)")
-    return BaselineStore(root)
+    store = BaselineStore(root)
+    store.require_exists(creating=settings.promote)
+    return store
 
 
 def _choose_suite(settings: Settings, store: BaselineStore, evaluation: Evaluation) -> str:
@@ -299,9 +298,7 @@ def comparability_outcomes(plan: Plan) -> list[Outcome]:
                         f"{theirs}, this session's from {plan.field_version}; recompute the "
                         f"champion's with: python -m gates baseline refresh-fields --suite "
                         f"{plan.suite} --arrays <the champion's arrays>")]
-    evaluated_on = prov.get("evaluated_on") if isinstance(prov.get("evaluated_on"), dict) \
-        else champ.extra
-    return logic.comparability(ev.extra, evaluated_on or {}, plan.policy.comparability_keys,
+    return logic.comparability(ev.extra, champ.extra, plan.policy.comparability_keys,
                                extra_pairs=pairs)
 
 

@@ -180,7 +180,10 @@ class GateSession:
             return
         from gates.sinks.local import LocalSink
 
-        manager.register(LocalSink(), "gates-local")
+        local = LocalSink()
+        manager.register(local, "gates-local")
+        if self.plan is not None:
+            local.start()
         if os.environ.get("GITHUB_ACTIONS") == "true":
             from gates.sinks.github import GithubSink
 

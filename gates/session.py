@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from gates.errors import GateInputError, PromotionConflict
 from gates.model import Kind, Outcome, Status
 from gates.plan import Plan, Settings, evaluated_on, gated_metrics
 from gates.result import SessionResult
-from gates.store import utc_now, who
+from gates.store import repo_relative, utc_now, who
 
 #: pytest exit statuses after which no gate outcome can be trusted
 _ABORTED = frozenset({2, 3, 4})  # interrupted, internal error, usage error
@@ -97,14 +96,12 @@ def promote(plan: Plan, result: SessionResult) -> None:
         result.notes.append("--gates-promote: the champion stays: "
                             + "; ".join(result.promotion_reasons))
         return
-    ev = plan.evaluation
-    gated = gated_metrics(plan, result.outcomes)
-    record = replace(ev, metrics=gated,
-                     samples={k: v for k, v in ev.samples.items() if k in gated})
     try:
-        number = plan.store.promote(plan.suite, record,
+        number = plan.store.promote(plan.suite, plan.evaluation,
                                     expected=plan.champion.version if plan.champion else None,
-                                    provenance=provenance_of(plan, result))
+                                    provenance=provenance_of(plan, result),
+                                    metrics=gated_metrics(plan, result.outcomes),
+                                    extra=dict(evaluated_on(plan)))
     except (PromotionConflict, GateInputError, OSError, ValueError) as exc:
         result.verdict, result.exit_code = "error", 1
         result.notes.append(f"--gates-promote failed: {exc}")
@@ -131,7 +128,6 @@ def provenance_of(plan: Plan, result: SessionResult) -> dict[str, Any]:
         "promoted_by": f"gates --gates-promote ({who()})",
         "promoted_from": f"v{plan.champion.version}" if plan.champion else None,
         "gates": {k: v for k, v in result.counts().items() if v},
-        "evaluated_on": dict(evaluated_on(plan)),
     }
     if plan.field_version is not None:
         record["field_metrics_version"] = plan.field_version
@@ -146,10 +142,7 @@ def _relative(path: Path | None, root: Path | None) -> str | None:
     """Paths inside the repository are stored relative to its root (absolute outside it)."""
     if path is None:
         return None
-    resolved = Path(path).resolve()
-    if root is not None and resolved.is_relative_to(root):
-        return resolved.relative_to(root).as_posix()
-    return str(resolved)
+    return repo_relative(path, root) if root is not None else str(Path(path).resolve())
 
 
 def _repo_root(where: Path) -> Path | None:

@@ -106,3 +106,49 @@ def render_all(outcomes: list[Outcome], out_dir: Path) -> list[Path]:
     drawn = (change_chart(outcomes, out_dir / "gates_change.png"),
              physics_chart(outcomes, out_dir / "gates_physics.png"))
     return [p for p in drawn if p is not None]
+
+
+def warm_up() -> None:
+    """Load matplotlib, its fonts and the Agg renderer, so the real charts draw fast."""
+    fig, ax = _figure(1.0)
+    ax.barh([0], [1.0])
+    ax.set_title("warm-up")
+    _status_legend(ax, [])
+    fig.canvas.draw()
+
+
+class ChartProcess:
+    """Draws the charts in a spawned process that loaded matplotlib while the gates ran.
+
+    Every session uses it (``spawn`` is safe whatever threads the parent has: xdist, numba,
+    Dask, an orchestrator); if the process cannot be had or fails, the same function draws
+    the same files here instead.
+    """
+
+    def __init__(self) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        try:
+            self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool.submit(warm_up)
+        except Exception:  # noqa: BLE001 - no process (or a test harness that reloads
+            self._pool = None  # concurrent.futures): the charts are drawn here instead
+
+    def draw(self, outcomes: list[Outcome], out_dir: Path, timeout: float = 120.0
+             ) -> list[Path]:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                return list(pool.submit(render_all, outcomes, out_dir).result(timeout))
+            except Exception:  # noqa: BLE001 - a broken child: draw here instead
+                pass
+            finally:
+                pool.shutdown(wait=False, cancel_futures=True)
+        return render_all(outcomes, out_dir)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
