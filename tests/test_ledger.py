@@ -227,3 +227,26 @@ def test_records_are_strict_json_even_with_numpy_numbers(tmp_path: Path) -> None
     LedgerSink().pytest_gates_session_finished(result)
     runs, _ = read_runs(store, "demo")
     assert runs[0]["metrics"]["x"]["value"] == 0.5
+
+
+def test_concurrent_real_sessions_and_a_killed_one(tmp_path: Path) -> None:
+    """Three gate sessions at once each leave one whole line; one killed mid-way leaves its
+    whole line or none."""
+    work = gate_workspace(tmp_path)
+    env = hermetic_wandb_env(work)
+    command = [sys.executable, "-m", "gates", "run", "--eval", "burgers1d_eval.json",
+               "--baselines", "baselines", "--wandb", "off", "-q", "-p", "no:cacheprovider"]
+    procs = [subprocess.Popen([*command, "--out", f"out{k}"], cwd=work, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for k in range(4)]
+    time.sleep(float(np.random.default_rng().uniform(1.0, 4.0)))
+    os.kill(procs[3].pid, signal.SIGKILL)
+    assert [p.wait(timeout=300) for p in procs[:3]] == [0, 0, 0]
+    procs[3].wait(timeout=30)
+    data = (work / "baselines" / "burgers1d" / "runs.jsonl").read_bytes()
+    assert data.endswith(b"\n")
+    lines = data.split(b"\n")[:-1]
+    assert len(lines) in (3, 4)
+    assert all(json.loads(line)["schema"] == SCHEMA for line in lines)
+    runs, warnings = read_runs(BaselineStore(work / "baselines"), "burgers1d")
+    assert warnings == [] and len(runs) == len(lines)
