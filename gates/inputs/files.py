@@ -29,6 +29,18 @@ def _kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
+class InputProblem(GateInputError):
+    """A problem at a known line of a file; ``str()`` reads ``<path>:<line>: <problem>``.
+
+    Sidecar readers raise it; the dashboards turn it into one warning line.
+    """
+
+    def __init__(self, path: Path | str, problem: str, line: int | None = None) -> None:
+        super().__init__(f"{path}:{line}" if line is not None else path, problem)
+        self.file = Path(path)
+        self.line = line
+
+
 def check_regular(path: Path, what: str) -> os.stat_result:
     """``os.stat`` the path (following links) and refuse anything but a regular file.
 
@@ -76,19 +88,7 @@ def decode_text(path: Path, raw: bytes, what: str) -> str:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise GateInputError(path, f"the {what} is not UTF-8 text (line {line})") from None
-
-
-class InputProblem(GateInputError):
-    """A problem at a known line of a file; ``str()`` reads ``<path>:<line>: <problem>``.
-
-    Sidecar readers raise it; the dashboards turn it into one warning line.
-    """
-
-    def __init__(self, path: Path | str, problem: str, line: int | None = None) -> None:
-        super().__init__(f"{path}:{line}" if line is not None else path, problem)
-        self.file = Path(path)
-        self.line = line
+        raise InputProblem(path, f"the {what} is not UTF-8 text", line) from None
 
 
 def line_of(text: str, pos: int) -> int:

@@ -58,11 +58,12 @@ class Leaderboard:
         return out
 
 
-def read_leaderboard(path: Path, raw: bytes | None = None) -> Leaderboard:
-    """Read and type the CSV; duplicate columns or duplicate run ids are refused."""
+def read_cells(path: Path, raw: bytes | None = None,
+               what: str = "leaderboard CSV") -> tuple[list[str], pd.DataFrame]:
+    """The header and every cell as written (text, ``""`` for a blank) of a CSV file."""
     if raw is None:
-        raw = read_regular(path, "leaderboard CSV")
-    text = decode_text(path, raw, "leaderboard CSV")
+        raw = read_regular(path, what)
+    text = decode_text(path, raw, what)
     try:
         cells = pd.read_csv(io.StringIO(text), header=None, dtype=str, keep_default_na=False,
                             na_filter=False, skip_blank_lines=True)
@@ -78,17 +79,38 @@ def read_leaderboard(path: Path, raw: bytes | None = None) -> Leaderboard:
     dupes = sorted({c for c in header if header.count(c) > 1})
     if dupes:
         raise InputProblem(path, f"the CSV has duplicate columns: {', '.join(dupes)}", 1)
-    if "run_id" not in header:
-        raise InputProblem(path, "the CSV has no run_id column", 1)
     body = cells.iloc[1:].reset_index(drop=True)
     if not len(body):
         raise InputProblem(path, "the CSV has a header but no rows", 2)
     written = pd.DataFrame({name: pd.Series([_cell(v) for v in body[i].tolist()], dtype=object)
                             for i, name in enumerate(header)})
+    return header, written
+
+
+def read_leaderboard(path: Path, raw: bytes | None = None) -> Leaderboard:
+    """Read and type the CSV; duplicate columns or duplicate run ids are refused."""
+    header, written = read_cells(path, raw)
+    if "run_id" not in header:
+        raise InputProblem(path, "the CSV has no run_id column", 1)
     _refuse_duplicate_ids(path, written)
     table = pd.DataFrame({name: _typed_column(name, written[name].tolist())
                           for name in header})
     return Leaderboard(path, table, written)
+
+
+def typed_cell(cell: str) -> Any:
+    """One cell as its writer's ``str(value)`` meant it: bool, None, number or text."""
+    if cell in _BLANK:
+        return None
+    if cell in _BOOLS:
+        return _BOOLS[cell]
+    value = _float(cell)
+    return cell if value is None else value
+
+
+def is_leaderboard(header: Sequence[str]) -> bool:
+    """A leaderboard has run ids or ``metric:`` columns; else it is a one-row results CSV."""
+    return "run_id" in header or any(c.startswith("metric:") for c in header)
 
 
 def _cell(value: Any) -> str:

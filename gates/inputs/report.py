@@ -8,7 +8,9 @@
 - the orchestrator's reused results ``{"reused": true, "metrics_flat": {"metric:<m>": v,
   "extra:<k>": v}}``;
 - flat JSON ``{name: number}``;
-- the leaderboard CSV (see :mod:`gates.inputs.leaderboard`), one row of it.
+- the leaderboard CSV (see :mod:`gates.inputs.leaderboard`), one row of it;
+- the evaluator's one-row ``<prefix>.csv`` (metric columns, then ``extra_<k>``; told from a
+  leaderboard by having neither ``run_id`` nor ``metric:`` columns).
 
 Field metrics (``field/*``) are computed by the gates from ``--gates-arrays``; a report
 that brings its own is refused, so no value enters a baseline without being computed here.
@@ -159,6 +161,27 @@ def check_metrics(path: Path | str, metrics: Mapping[str, Any]) -> dict[str, flo
     return out
 
 
+def _from_results_csv(path: Path, raw: bytes, written: Any, row: str | None) -> Evaluation:
+    """universal-simulator's ``<prefix>.csv``: one row, metric columns, ``extra_<k>``."""
+    if row is not None:
+        raise GateInputError(path, "--gates-eval-row applies to a leaderboard CSV only (this "
+                                   "CSV has no run_id column)")
+    if len(written) != 1:
+        raise GateInputError(path, f"a results CSV without run_id holds one row, this one "
+                                   f"{len(written)}; a leaderboard needs a run_id column")
+    metrics: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for column, cell in written.iloc[0].items():
+        name = str(column)
+        if name.startswith("extra_"):
+            extra[name.removeprefix("extra_")] = leaderboard.typed_cell(cell)
+        elif leaderboard.typed_cell(cell) is not None:  # a blank or None: a missing value
+            metrics[name] = leaderboard.typed_cell(cell)
+    evaluation = Evaluation(path, check_metrics(path, metrics), extra, format="results-csv")
+    evaluation.sha256 = hashlib.sha256(raw).hexdigest()
+    return evaluation
+
+
 def _refuse_field_metrics(path: Path, metrics: Mapping[str, float]) -> None:
     own = sorted(m for m in metrics if m.startswith(FIELD_PREFIX))
     if own:
@@ -168,7 +191,10 @@ def _refuse_field_metrics(path: Path, metrics: Mapping[str, float]) -> None:
 
 
 def _from_leaderboard(path: Path, row: str | None) -> Evaluation:
-    raw = read_regular(path, "leaderboard CSV")
+    raw = read_regular(path, "CSV report")
+    header, written = leaderboard.read_cells(path, raw, "CSV report")
+    if not leaderboard.is_leaderboard(header):
+        return _from_results_csv(path, raw, written, row)
     board = leaderboard.read_leaderboard(path, raw)
     position = leaderboard.pick(board, row)
     metrics, extra = leaderboard.row_metrics(board, position)
