@@ -19,6 +19,7 @@ from gates.history import (
     levels,
     regime_note,
     since_filter,
+    trend_png,
 )
 from gates.ledger import SCHEMA, append_run, read_runs
 from gates.store import BaselineStore
@@ -222,17 +223,25 @@ def test_bench_history_of_10000_runs(tmp_path: Path) -> None:
                 rec["metrics"][name] = {"value": float(rng.lognormal()), "baseline": 1.0,
                                         "change_pct": 1.0, "status": "pass"}
             handle.write(json.dumps(rec) + "\n")
+    import resource
+
     for args in (("--metric", "nrmse"), ()):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         done = cli("history", "demo", "--baselines", str(tmp_path / "baselines"), "--out",
                    str(tmp_path / "out"), *args)
         wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        child_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         assert done.returncode == 0, done.stderr
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         runs, _ = read_runs(store, "demo")
-        points = change_points(runs)
-        inner = time.perf_counter() - started
-        print(f"\nhistory of 10,000 runs, {len(names) if not args else 1} metric chart(s) "
-              f"{' '.join(args)}: {wall:.2f} s wall for the command (interpreter start "
-              f"included); read + change points of {len(names)} metrics {inner:.2f} s; "
-              f"{len(points)} change points")
+        chosen = list(args[1:]) or names
+        points = change_points(runs, chosen)
+        for metric in chosen:
+            trend_png(runs, metric, points, tmp_path / "inner" / f"{metric}.png")
+        inner_wall, inner_cpu = time.perf_counter() - started, time.process_time() - cpu
+        print(f"\nhistory of 10,000 runs, {len(chosen)} metric chart(s): command "
+              f"{wall:.2f} s wall / {child_cpu:.2f} s CPU (interpreter start and imports "
+              f"included); in process (read, change points, charts) {inner_wall:.2f} s wall "
+              f"/ {inner_cpu:.2f} s CPU; {len(points)} change point(s)")
