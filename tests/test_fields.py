@@ -742,3 +742,17 @@ def test_dask_with_numba_kernel(tmp_path: Path, cluster: Any) -> None:
     got = compute_field_metrics(path, kernel="numba", chunk_bytes=16 * 12 * 2 * 8 * 2,
                                 dask_scheduler=cluster.scheduler_address)
     same(got, want, rtol=1e-10)
+
+
+def test_numpy_kernel_threads_do_not_change_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Groups of slabs split over threads give bit-identical sums (each group is one
+    thread's, with that thread's buffers)."""
+    import gates.fields.kernels as kernels
+
+    pred, target = random_pair((6, 5, 40, 36, 2), seed=5)
+    monkeypatch.setattr(kernels, "_GROUP_BYTES", 40 * 36 * 2 * 8 * 3)  # many groups
+    monkeypatch.setenv(kernels.THREADS_ENV, "1")
+    one = compute_field_metrics_arrays(pred, target, kernel="numpy")
+    monkeypatch.setenv(kernels.THREADS_ENV, "3")
+    split = compute_field_metrics_arrays(pred, target, kernel="numpy")
+    same(split, one)

@@ -14,8 +14,12 @@ compiled loop reading each value once); the end points and the FFT stay here.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -24,7 +28,10 @@ from gates.fields.layout import Plan
 from gates.fields.numba import Engine, FusedSums
 from gates.fields.stats import SlabStats
 
-__all__ = ["BAND_EDGES", "Kernel", "shell_count"]
+__all__ = ["BAND_EDGES", "THREADS_ENV", "Kernel", "kernel_threads", "shell_count"]
+
+THREADS_ENV = "GATES_FIELDS_THREADS"
+"""Threads of the NumPy kernel (default: the usable cores)."""
 
 BAND_EDGES = (4, 12)
 """Band edges on the integer wavenumber: low < 4 <= mid < 12 <= high (PDEBench's iLow,
@@ -33,6 +40,23 @@ iHigh; The Well's bins at the same wavenumbers)."""
 _LEAF = 256  # longest run of values summed in the input precision before float64
 _BLOCK_BYTES = 512 << 10  # per-array working block: ~L2, amortises per-call overhead
 _GROUP_BYTES = 4 << 20  # per-array FFT/boundary group: stays in L3
+
+
+def kernel_threads() -> int:
+    """GATES_FIELDS_THREADS, else the cores this process may use."""
+    env = os.environ.get(THREADS_ENV, "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@functools.cache
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """Process-wide helper threads (idle threads cost nothing; created on first use)."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gates-fields")
 
 
 def shell_count(space: tuple[int, ...]) -> int:
@@ -55,7 +79,8 @@ class Kernel:
 
     def __init__(self, plan: Plan, dtype: np.dtype, *, pointwise: bool = True,
                  spectral: bool = True, engine: Engine = "numpy",
-                 block_bytes: int = _BLOCK_BYTES, group_bytes: int = _GROUP_BYTES) -> None:
+                 block_bytes: int | None = None, group_bytes: int | None = None,
+                 threads: int | None = None) -> None:
         self.plan = plan
         self.wd = np.dtype(dtype)
         self.pointwise = pointwise
@@ -65,6 +90,8 @@ class Kernel:
         self.L = self.P * self.C
         self.S = shell_count(plan.space)
         slab_bytes = self.L * self.wd.itemsize
+        block_bytes = _BLOCK_BYTES if block_bytes is None else block_bytes
+        group_bytes = _GROUP_BYTES if group_bytes is None else group_bytes
         self.group_slabs = max(1, group_bytes // slab_bytes)
         self.block_slabs = max(1, min(self.group_slabs, block_bytes // slab_bytes))
         if self.C == 1:
@@ -74,14 +101,29 @@ class Kernel:
         self.R = self.L // self.W
         self.R2 = _largest_divisor(self.R, _LEAF)  # rows added in the input precision
         self.ones = np.ones(self.W, self.wd)
-        self._buffers: dict[str, np.ndarray] = {}
-        self._views: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
+        self._local = threading.local()  # work buffers are per thread
+        self.threads = kernel_threads() if threads is None else max(1, int(threads))
         if spectral:
             self._spectral_setup()
         self.fused = (FusedSums(plan.space, self.C) if engine == "numba" and pointwise
                       else None)
 
     # buffers ------------------------------------------------------------------------
+    @property
+    def _buffers(self) -> dict[str, np.ndarray]:
+        local = self._local
+        if not hasattr(local, "buffers"):
+            local.buffers = {}
+            local.views = {}
+        out: dict[str, np.ndarray] = local.buffers
+        return out
+
+    @property
+    def _views(self) -> dict[tuple[str, tuple[int, ...]], np.ndarray]:
+        self._buffers  # noqa: B018 - creates this thread's dicts
+        out: dict[tuple[str, tuple[int, ...]], np.ndarray] = self._local.views
+        return out
+
     def _buf(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         """Preallocated work buffer, grown on demand; views memoised per shape."""
         view = self._views.get((name, shape))
@@ -92,7 +134,9 @@ class Kernel:
         if b is None or b.size < size:
             b = np.empty(size, self.wd)
             self._buffers[name] = b
-            self._views = {key: v for key, v in self._views.items() if key[0] != name}
+            views = self._views
+            for key in [key for key in views if key[0] == name]:
+                del views[key]
         view = b[:size].reshape(shape)
         self._views[(name, shape)] = view
         return view
@@ -140,21 +184,36 @@ class Kernel:
             fused = None
             if not self.spectral:
                 return st
-        for a, b, ta, tb in self._groups(ns, nt):
-            k = (b - a) * (tb - ta)
-            j0 = a * nt + ta
-            p2 = self._rows(pc[a:b, ta:tb], k, "p")
-            t2 = self._rows(tc[a:b, ta:tb], k, "t")
-            e2 = self._buf("e", (k, self.L)) if self.spectral else None
-            if fused is not None:
-                fused(p2, t2, st, j0)
-                self._ends(p2, t2, st, j0)
-            elif self.pointwise and self.fused is None:
-                self._pointwise_group(p2, t2, e2, st, j0)
-            if e2 is not None:
-                if self.fused is not None or not self.pointwise:
-                    np.subtract(p2, t2, out=e2)
-                self._spectra(e2.reshape((k,) + shape4), st, j0)
+        def run(groups: list[tuple[int, int, int, int]]) -> None:
+            for a, b, ta, tb in groups:
+                k = (b - a) * (tb - ta)
+                j0 = a * nt + ta
+                p2 = self._rows(pc[a:b, ta:tb], k, "p")
+                t2 = self._rows(tc[a:b, ta:tb], k, "t")
+                e2 = self._buf("e", (k, self.L)) if self.spectral else None
+                if fused is not None:
+                    fused(p2, t2, st, j0)
+                    self._ends(p2, t2, st, j0)
+                elif self.pointwise and self.fused is None:
+                    self._pointwise_group(p2, t2, e2, st, j0)
+                if e2 is not None:
+                    if self.fused is not None or not self.pointwise:
+                        np.subtract(p2, t2, out=e2)
+                    self._spectra(e2.reshape((k,) + shape4), st, j0)
+
+        groups = list(self._groups(ns, nt))
+        parts = min(self.threads, len(groups))
+        if parts <= 1:
+            run(groups)
+            return st
+        # whole groups per thread (NumPy and the FFT release the GIL): a group's sums are
+        # computed by one thread, with its own buffers, so threads never change a result
+        cuts = [len(groups) * i // parts for i in range(parts + 1)]
+        futures = [_pool(parts - 1).submit(run, groups[lo:hi])
+                   for lo, hi in zip(cuts[1:-1], cuts[2:], strict=True)]
+        run(groups[cuts[0]:cuts[1]])
+        for fut in futures:
+            fut.result()
         return st
 
     # pointwise sums -----------------------------------------------------------------
@@ -329,8 +388,8 @@ class Kernel:
             st.shell[sl] = np.add.reduceat(q, self.q_starts, axis=1).transpose(0, 2, 1)
         rows = x.reshape(k, -1)
         g = rows[:, self.sel].astype(f64)
-        st.wband[sl, 0] = g @ self.w_low
-        st.wband[sl, 1] = g @ self.w_mid
+        st.wband[sl, 0] = np.vecdot(g, self.w_low)  # one dot per row: independent of k
+        st.wband[sl, 1] = np.vecdot(g, self.w_mid)
         rows[:, self.sel] = 0
         lastax = len(self.plan.space)
         high = 2.0 * _leaf_sums(rows)
