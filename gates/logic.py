@@ -268,7 +268,8 @@ def promotion(current: Mapping[str, float], champion: Mapping[str, float] | None
         reasons.append(f"{metric}'s improvement is not supported by the per-sample evidence "
                        f"at {policy.confidence:.0%} confidence")
     for name, cur in sorted(current.items()):
-        if not policy.is_physics(name) or name in policy.ignore or name not in champion:
+        if not policy.physics_no_worse or not policy.is_physics(name) \
+                or name in policy.ignore or name not in champion:
             continue
         worse = cur > champion[name] + policy.abs_tolerance
         if worse_supported is not None and name in worse_supported:

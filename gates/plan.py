@@ -165,7 +165,25 @@ def load_plan(settings: Settings,
     plan = Plan(settings, evaluation, store, suite, policy, champion, out_dir, run_info,
                 notes=notes, field_version=field_version)
     plan.outcomes = planned_outcomes(plan)
+    note = _regime_note(plan)
+    if note:
+        plan.notes.append(note)
     return plan
+
+
+def _regime_note(plan: Plan) -> str | None:
+    """Does this run's primary metric sit in a new, worse level than the last challengers
+    in the suite's ledger? A note, never a failure."""
+    if not plan.store.suite_dir(plan.suite).joinpath("runs.jsonl").is_file():
+        return None
+    runs, _ = plan.store.runs(plan.suite)
+    if len(runs) < 3:
+        return None
+    from gates.history import regime_note
+
+    metric, direction = plan.policy.primary()
+    return regime_note(runs, metric, plan.evaluation.metrics.get(metric),
+                       higher_is_better=direction == "higher")
 
 
 def _check_writable(out_dir: Path) -> None:

@@ -85,8 +85,16 @@ def settings_from(config: pytest.Config) -> Settings:
     from gates.plan import Settings, wandb_mode
 
     def path(name: str) -> Path | None:
-        value = _option(config, name)
-        return Path(value) if value else None
+        """A command-line path is relative to where pytest runs; an ini path, as pytest's
+        own ini paths, to the folder of the configuration file that sets it."""
+        given = config.getoption(f"gates_{name}")
+        if given:
+            return Path(given)
+        value = config.getini(f"gates_{name}")
+        if not value:
+            return None
+        where = config.inipath.parent if config.inipath else config.rootpath
+        return where / value
 
     wandb = wandb_mode(_option(config, "wandb"))
     if wandb not in ("off", "offline", "online"):
@@ -163,7 +171,8 @@ class GateSession:
 
     def _progress(self) -> Callable[[int, int], None] | None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is None or not reporter.isatty() or os.environ.get("CI"):
+        tty = getattr(reporter, "isatty", False)  # a method in pytest 9, a bool in pytest 8
+        if reporter is None or not (tty() if callable(tty) else tty) or os.environ.get("CI"):
             return None  # quiet in CI logs
 
         def show(done: int, total: int) -> None:
@@ -188,7 +197,13 @@ class GateSession:
             from gates.sinks.github import GithubSink
 
             manager.register(GithubSink(), "gates-github")
-        if self.plan is not None and not self.settings.no_ledger:
+        if self.plan is not None and self.settings.leaderboard is not None \
+                and self.settings.promote:
+            from gates.sinks.leaderboard import LeaderboardSink
+
+            manager.register(LeaderboardSink(), "gates-leaderboard")
+        # the bundled demo does not write the repository's ledger on every demo run
+        if self.plan is not None and not self.settings.no_ledger and not self.settings.bundled:
             from gates.ledger import LedgerSink
 
             manager.register(LedgerSink(), "gates-ledger")

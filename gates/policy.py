@@ -104,6 +104,7 @@ class PromotionSection(_Section):
     min_improvement_abs: Number = 0.0
     required: bool = False  # "not promotable" fails the session, as --gates-require-promotion
     max_ratio: dict[str, Number] = {}  # metric may not exceed ratio x champion (missing: skip)
+    physics_no_worse: bool = True  # no physics metric (supported) worse than the champion's
 
 
 class MetricsSection(_Section):
@@ -150,6 +151,7 @@ class Policy:
     min_improvement_abs: float = 0.0
     promotion_required: bool = False
     max_ratio: Mapping[str, float] = field(default_factory=dict)
+    physics_no_worse: bool = True
     optional: frozenset[str] = frozenset()
     ignore: frozenset[str] = frozenset()
     comparability_keys: tuple[str, ...] = DEFAULT_COMPARABILITY
@@ -230,7 +232,7 @@ def policy_from_mapping(data: Mapping[str, Any], where: str) -> Policy:
         primary_metric=prom.primary_metric, primary_direction=prom.primary_direction,
         min_improvement_rel=prom.min_improvement_rel,
         min_improvement_abs=prom.min_improvement_abs, promotion_required=prom.required,
-        max_ratio=dict(prom.max_ratio),
+        max_ratio=dict(prom.max_ratio), physics_no_worse=prom.physics_no_worse,
         optional=parsed.metrics.optional, ignore=parsed.metrics.ignore,
         comparability_keys=tuple(parsed.comparability.keys),
         severities=dict(parsed.severity), fields=dict(parsed.fields), path=where,

@@ -211,23 +211,16 @@ def markdown(result: SessionResult, charts: Sequence[Path] = ()) -> str:
 
 
 def _store_sections(result: SessionResult) -> list[str]:
-    """The suite's recent history and calibration, where the ledger has them."""
+    """The suite's recent runs (from its ledger) and its measured false-failure rate."""
     plan = result.plan
     if plan is None:
         return []
-    sections: list[str] = []
-    try:
-        from gates import history
-    except ImportError:
-        return []
-    for name in ("history_markdown", "calibration_markdown"):
-        render = getattr(history, name, None)
-        if render is None:
-            continue
-        text = render(plan.store, plan.suite)
-        if text:
-            sections += ["", text]
-    return sections
+    from gates.calibrate import calibration_markdown
+    from gates.history import history_markdown
+
+    texts = (history_markdown(plan.store, plan.suite), calibration_markdown(plan.store,
+                                                                             plan.suite))
+    return [part for text in texts if text for part in ("", text)]
 
 
 def write_markdown(result: SessionResult, path: Path, charts: Sequence[Path] = ()) -> Path:
