@@ -756,3 +756,13 @@ def test_numpy_kernel_threads_do_not_change_results(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv(kernels.THREADS_ENV, "3")
     split = compute_field_metrics_arrays(pred, target, kernel="numpy")
     same(split, one)
+
+
+def test_refresh_recomputes_under_the_current_definitions(tmp_path: Path) -> None:
+    from gates.fields import refresh_field_metrics
+
+    pred, target = random_pair((3, 2, 16, 1), seed=8)
+    path = save_npz(tmp_path / "champion_arrays.npz", pred, target)
+    got = refresh_field_metrics(path, FieldLayout())
+    assert got.version == DEFINITIONS_VERSION
+    same(got, compute_field_metrics(path))

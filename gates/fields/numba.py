@@ -59,8 +59,7 @@ numba's first use in a process costs ~1.4-1.8 s (import ~0.2 s, compilation ~1.2
 On the 2-core reference machine the fused loop then saves ~0.15 s per GB with the
 pointwise metrics alone (~5 -> ~20-24 GB/s) and 0.1-0.25 s per GB with every metric
 (the FFT dominates), so it is repaid from ~5-13 GiB depending on the run: 8 GiB is the
-middle. More cores move that lower (the loop is threaded, the NumPy kernel is not):
-GATES_FIELDS_KERNEL=numba, or kernel="numba", uses it regardless of size.
+middle. GATES_FIELDS_KERNEL=numba, or kernel="numba", uses it regardless of size.
 """
 
 AUTO_MAX_CHANNELS = 8
