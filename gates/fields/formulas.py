@@ -223,10 +223,10 @@ def partial(st: SlabStats, ns: int, nt: int, s0: int, t0: int, plan: Plan,
             for i, band in enumerate(_BANDS):
                 add[:, _Q[f"w_{band}"]] = wb[..., i].sum(axis=1)
             shell = r(st.shell)  # (ns, nt, C, S)
-            amp = np.sqrt(shell) / P
             for band, sl in _band_slices(plan).items():
                 if sl.stop > sl.start:
-                    add[:, _Q[f"f1_{band}"]] = (amp[..., sl].mean(axis=3) * kc).sum(axis=(1, 2))
+                    amp = np.sqrt(shell[..., sl]).mean(axis=3) / P
+                    add[:, _Q[f"f1_{band}"]] = (amp * kc).sum(axis=(1, 2))
                     add[:, _Q[f"f2_{band}"]] = ((shell[..., sl] / (P * P)).sum(axis=3)
                                                * kc).sum(axis=(1, 2))
             out.shell[:] = shell.sum(axis=0)
