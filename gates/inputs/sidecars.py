@@ -11,6 +11,7 @@ stem plus one dotted part when no file of that kind has the stem itself.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from gates.errors import GateInputError
@@ -22,6 +23,21 @@ SUFFIXES: dict[str, tuple[str, ...]] = {
     "config": (".config.yaml", ".config.yml"),
     "preview": ("_preview.npz",),
 }
+
+
+#: universal-simulator's orchestrator layout: artifacts/runs/<run>/<stage>_eval/results.json
+_ORCHESTRATOR_EVAL = re.compile(r"^(small|full)_eval(?:_lightning)?$")
+
+
+def orchestrator_run(report: Path | None) -> tuple[str, str] | None:
+    """``(run, stage)`` of a report in the orchestrator's layout
+    (``artifacts/runs/<run>/{small,full}_eval[_lightning]/results.json``), else None."""
+    if report is None:
+        return None
+    match = _ORCHESTRATOR_EVAL.match(report.parent.name)
+    if match is None or not report.parent.parent.name:
+        return None
+    return report.parent.parent.name, match.group(1)
 
 
 def discover_sidecars(report_path: Path) -> dict[str, Path]:

@@ -31,6 +31,7 @@ from gates.errors import GateInputError
 from gates.inputs.config import read_config
 from gates.inputs.files import number
 from gates.inputs.leaderboard import Leaderboard, find_row, read_leaderboard
+from gates.inputs.sidecars import orchestrator_run
 from gates.inputs.training_log import StageSummary, read_training_log
 from gates.inputs.ttc import TTCStep, read_ttc_log, ttc_steps
 from gates.model import Evaluation
@@ -64,8 +65,6 @@ TITLES: dict[str, str] = {
 _ACCURACY_ORDER = ("mse", "mae", "rmse", "nrmse", "rel_l2")
 _PHYSICS_HINT = re.compile(r"conservation|bc_|boundary|negativ|positiv|divergence")
 _HORIZON = re.compile(r"@(\d+(?:\.\d+)?)$")
-#: universal-simulator's orchestrator layout: artifacts/runs/<run>/<stage>_eval/results.json
-_ORCHESTRATOR_EVAL = re.compile(r"^(small|full)_eval(?:_lightning)?$")
 _MD_MAX_ROWS = 20  # a PR comment stays readable; W&B holds every row
 _MD_MAX_CELL = 60
 
@@ -322,16 +321,6 @@ def run_ids(evaluation: Evaluation, run_info: Mapping[str, Any]) -> list[str]:
     if run_info.get("id"):
         ids.append(str(run_info["id"]))
     return list(dict.fromkeys(ids))
-
-
-def orchestrator_run(report: Path | None) -> tuple[str, str] | None:
-    """``(run, stage)`` of a report in the orchestrator's layout, else None."""
-    if report is None:
-        return None
-    match = _ORCHESTRATOR_EVAL.match(report.parent.name)
-    if match is None or not report.parent.parent.name:
-        return None
-    return report.parent.parent.name, match.group(1)
 
 
 def _orchestrator_config(report: Path | None) -> str | None:
