@@ -140,6 +140,18 @@ def test_a_hand_built_session_is_read_back(tmp_path: Path) -> None:
                                                 "Physics Constraint Violations Detected"}
 
 
+def test_more_rows_than_wandbs_table_limit_are_all_logged(tmp_path: Path) -> None:
+    """wandb cuts a run's table at 10,000 rows unless told otherwise: 10,000 gates fit."""
+    many = [outcome(f"regression/m{i}", Status.PASS, current=0.1, baseline=0.1,
+                    change_pct=0.0, threshold=10.0, message="ok") for i in range(10_005)]
+    result = session_result(tmp_path, many)
+    WandbSink().pytest_gates_session_finished(result)
+    run = the_run(tmp_path)
+    rows = run.table_rows("gates/results")
+    assert len(rows) == len(many) and rows[-1]["gate"] == "regression/m10004"
+    assert run.summary["gates/regression/m10004"] == "pass"
+
+
 def test_without_wandb_one_warning_and_nothing_else(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

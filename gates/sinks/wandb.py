@@ -636,6 +636,11 @@ def write_record(run: Any, record: Record) -> str:
     """Log a record into an open run in one ``run.log``, finish it; the run folder."""
     import wandb
 
+    # wandb silently cuts the run's copy of a table at Table.MAX_ROWS (10,000) rows: a
+    # session of 10,000 gates would lose the last ones. This process logs this one record.
+    largest = max((len(spec["rows"]) for spec in record["tables"].values()), default=0)
+    wandb.Table.MAX_ROWS = max(wandb.Table.MAX_ROWS, largest)
+    wandb.Table.MAX_ARTIFACT_ROWS = max(wandb.Table.MAX_ARTIFACT_ROWS, largest)
     payload: dict[str, Any] = {key: _wandb_table(wandb, spec)
                                for key, spec in record["tables"].items()}
     for key, bar in record["bars"].items():
