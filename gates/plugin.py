@@ -291,6 +291,9 @@ class GateSession:
         self.result = finish(self.plan, self.outcomes, settings, int(exitstatus),
                              input_error=self.input_error)
         self._register_sinks()  # no-op when sessionstart did it (custom gates elsewhere)
+        from gates.sinks.dashboards import dashboards_of
+
+        self.result.dashboards = dashboards_of(self.result)  # for every sink; never raises
         report(self.config.pluginmanager, self.result)
         if self.result.exit_code and exitstatus in (pytest.ExitCode.OK,
                                                     pytest.ExitCode.NO_TESTS_COLLECTED):
