@@ -14,6 +14,8 @@ import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import numpy as np
 import pytest
@@ -24,11 +26,14 @@ from gates.inputs.config import read_config
 from gates.inputs.leaderboard import find_row, newest, read_leaderboard
 from gates.inputs.training_log import read_training_log
 from gates.inputs.ttc import read_ttc_log
+from gates.plan import Settings
+from gates.result import SessionResult
 from gates.sinks.dashboard_figures import ttc_series
 from gates.sinks.dashboards import (
     LEADERBOARD_ENTRY,
     STAGE_COMPARISON,
     build_dashboards,
+    dashboards_of,
     run_ids,
 )
 from tests.conftest import ROOT
@@ -219,6 +224,20 @@ def test_dashboards_of_a_run_in_the_orchestrator_layout(tmp_path: Path) -> None:
     assert dash.tables[LEADERBOARD_ENTRY]["run_id"].tolist() == ["run_20251121_101500_full"]
     assert dash.summary["leaderboard_run_id"] == "run_20251121_101500_full"
     assert run_ids(ev, info)[:2] == ["run_20251121_101500_full", "run_20251121_101500"]
+
+
+def test_dashboards_of_a_finished_session(tmp_path: Path) -> None:
+    """What a sink calls: paths resolved from the settings, the plan's evaluation."""
+    settings = Settings(eval=Path("full_eval/results.json"),
+                        training_log=Path("training_log.jsonl"),
+                        leaderboard=Path("../../../reports/leaderboard.csv"), workdir=SECOND)
+    plan = SimpleNamespace(settings=settings, run_info={},
+                           evaluation=load_evaluation(SECOND / "full_eval" / "results.json"))
+    result = cast(SessionResult, SimpleNamespace(plan=plan, out_dir=tmp_path))
+    dash = dashboards_of(result)
+    assert dash is not None and dash.warnings == []
+    assert {STAGE_COMPARISON, LEADERBOARD_ENTRY} <= set(dash.tables)
+    assert dashboards_of(cast(SessionResult, SimpleNamespace(plan=None))) is None
 
 
 def test_a_report_outside_the_layout_shows_no_other_runs_entry(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -38,6 +38,9 @@ from gates.model import Evaluation
 from gates.policy import PHYSICS_METRICS, base_name
 from gates.sinks.dashboard_figures import render_ttc_summary, ttc_series
 from gates.sinks.local import md_table
+
+if TYPE_CHECKING:
+    from gates.result import SessionResult
 
 EVAL_SUMMARY = "eval_summary/full"
 STAGE_COMPARISON = "training_summary/stage_comparison"
@@ -192,6 +195,22 @@ def build_dashboards(evaluation: Evaluation, *, out_dir: Path,
 
     _ttc_dashboards(dash, evaluation, out_dir)
     return dash
+
+
+def dashboards_of(result: SessionResult) -> Dashboards | None:
+    """The dashboards of a finished session, from its plan (None on bad input: no plan).
+
+    The one call a sink makes: the evaluation as loaded, ``--gates-training-log`` and
+    ``--gates-leaderboard`` resolved like every other path, the W&B run info of the plan.
+    """
+    plan = result.plan
+    if plan is None:
+        return None
+    settings = plan.settings
+    return build_dashboards(plan.evaluation, out_dir=result.out_dir,
+                            training_log=settings.resolve(settings.training_log),
+                            leaderboard=settings.resolve(settings.leaderboard),
+                            run_info=plan.run_info)
 
 
 # --------------------------------------------------------------------------- eval summary
@@ -492,4 +511,4 @@ def _line_markdown(chart: LineChart) -> str:
 
 __all__ = ["CONFIGURATION", "EVAL_SUMMARY", "LEADERBOARD_ENTRY", "LEADERBOARD_FULL",
            "LEADERBOARD_TOP5", "STAGE_COMPARISON", "TITLES", "TTC_REWARD_CURVE", "TTC_SUMMARY",
-           "Dashboards", "LineChart", "build_dashboards", "markdown_table"]
+           "Dashboards", "LineChart", "build_dashboards", "dashboards_of", "markdown_table"]
