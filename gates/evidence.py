@@ -239,6 +239,9 @@ def threshold_evidence(baseline: float, current: float, *, higher_is_better: boo
                                     tolerance=threshold, abs_tolerance=abs_tolerance)
     verdict = (f"fails: worse than the {_pct(threshold)} tolerance" if regressed
                else f"passes: within the {_pct(threshold)} tolerance")
+    if base == 0.0:
+        verdict = (f"fails: worse by more than the absolute tolerance {abs_tolerance:g}"
+                   if regressed else f"passes: within the absolute tolerance {abs_tolerance:g}")
     if base == 0.0 and cur != 0.0:
         what = (f"the champion's value is 0, so the change is {_abs_change(cur - base)} in "
                 f"absolute terms (abs_tolerance {abs_tolerance:g})")
