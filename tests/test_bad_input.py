@@ -371,6 +371,9 @@ CASES: list[Case] = [
     Case("metrics-flat-not-mapping", reused([1, 2]), (REPORT, '"metrics_flat" must be a mapping')),
     Case("metrics-flat-unknown-key", reused({"metric:nrmse": 0.1, "nrmse": 0.1}),
          (REPORT, "metrics_flat key 'nrmse' is neither metric:<name> nor extra:<name>")),
+    Case("metrics-and-metrics-flat", raw_report('{"metrics": {"nrmse": 0.1}, '
+                                                '"metrics_flat": {"metric:nrmse": 0.2}}'),
+         (REPORT, 'both "metrics" and "metrics_flat"')),
     Case("metrics-flat-text-metric", reused({"metric:nrmse": "0.1"}),
          (REPORT, "metric 'nrmse' must be a number, got str")),
     # --- the report as a leaderboard CSV

@@ -73,6 +73,9 @@ def _from_json(path: Path, data: Any) -> Evaluation:
         raise GateInputError(path, f"the report must be a JSON object, got a JSON "
                                    f"{json_kind(data)}")
     if "metrics_flat" in data:
+        if "metrics" in data:
+            raise GateInputError(path, 'the report has both "metrics" and "metrics_flat"; which '
+                                       "are meant is ambiguous")
         return _reused(path, data)
     if "metrics" in data:
         metrics = data["metrics"]
