@@ -74,7 +74,7 @@ def test_lightning_details_are_per_sample_vectors_and_ttc_logs(tmp_path: Path) -
     assert ev.samples["mse"].tolist() == mse and ev.samples["mse"].dtype == np.float64
     assert ev.aggregation == {"rmse": "rms"}  # rmse = sqrt(mean(per-sample mse))
     assert math.isclose(math.sqrt(ev.samples["rmse"].mean()), ev.metrics["rmse"])
-    assert ev.ttc_logs == logs and ev.samples_path is None
+    assert ev.ttc_logs == logs and ev.samples_path == path
 
 
 def test_details_nan_vector_is_refused(tmp_path: Path) -> None:

@@ -132,6 +132,8 @@ def _details(path: Path, details: Any, evaluation: Evaluation) -> None:
             vectors[metric] = vectors[source]
             evaluation.aggregation[metric] = how
     evaluation.samples = check_vectors(path, vectors) if vectors else {}
+    if evaluation.samples:
+        evaluation.samples_path = path  # where they came from, as for a sidecar
     logs = details.get("ttc_step_logs")
     if logs is not None:
         if not isinstance(logs, list) or not all(isinstance(e, dict) for e in logs):
