@@ -353,17 +353,18 @@ def test_mismatched_samples_are_an_error_in_a_session() -> None:
 
 
 def test_a_session_of_a_thousand_metrics_is_fast() -> None:
-    """1,000 metrics of 64 samples: well under the 0.5 ms per gate of the budget."""
+    """1,000 metrics of 64 samples: under the 0.5 ms per gate of the budget (CPU time, so a
+    machine shared with other jobs does not decide it; measured ~0.25 ms)."""
     rng = np.random.default_rng(16)
     comps = [comparison(f"m{i}", *lognormal_pair(int(rng.integers(1 << 30)), 64))
              for i in range(1000)]
     rs = Resampling()
-    regression_evidence(comps[:10], resampling=rs)
-    start = time.perf_counter()
+    regression_evidence(comps[:10], resampling=rs)  # the design of 64 samples, drawn once
+    start = time.process_time()
     found = regression_evidence(comps, resampling=rs)
-    per_gate = (time.perf_counter() - start) / 1000
+    per_gate = (time.process_time() - start) / 1000
     assert len(found) == 1000
-    assert per_gate < 2e-3  # measured ~0.3 ms; slack for a loaded CI machine
+    assert per_gate < 1e-3  # slack for a slow CI machine
 
 
 # --- promotion and physics ------------------------------------------------------------------
