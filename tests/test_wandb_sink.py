@@ -349,4 +349,7 @@ def test_dashboards_are_logged_beside_the_gates(
     assert len(run.table_rows("leaderboard/top_5_nrmse")) == 5
     assert run.summary["ttc/summary"]["_type"] == "image-file"
     assert "ttc/reward_curve" in run.charts
-    assert len(run.table_rows("ttc/reward_curve")) == 2 * len(steps)
+    curve = run.table_rows("ttc/reward_curve")
+    series = {r["lineKey"] for r in curve}
+    assert {"chosen_reward", "mean_reward"} <= series
+    assert len(curve) == len(series) * len(steps)  # one point per step and series

@@ -1,7 +1,7 @@
 """The W&B sink: one run per gate session, logged once, in a child process, under one deadline.
 
 Registered by the plugin only when ``--gates-wandb`` is not off. Nothing else in the package
-imports wandb, and this module imports it only in the child.
+imports wandb, and only its child (``gates.sinks.wandb_child``) does.
 
 How a session is logged
 -----------------------
@@ -38,27 +38,25 @@ import os
 import pickle
 import secrets
 import select
-import shutil
 import signal
-import struct
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from gates.model import Kind, Outcome, Status
+from gates.sinks import wandb_child
 
 if TYPE_CHECKING:
     from gates.result import SessionResult
 
 PROJECT = "physics-gates"
 DEFAULT_TIMEOUT = 30.0
-ALERT_WAIT_S = 1800  # the same alert is not re-sent within 30 minutes
 REGRESSION_TITLE = "Performance Regression Detected"
 PHYSICS_TITLE = "Physics Constraint Violations Detected"
 RESULT_COLUMNS = ["gate", "kind", "metric", "baseline", "current", "change_pct", "threshold",
@@ -356,23 +354,28 @@ class WandbSink:
     def __init__(self, mode: str | None = None) -> None:
         self.mode = mode
         self._child: _Child | None = None
-        self._fallback: dict[str, Any] = {}
+        self._standby: _Child | None = None
 
     # -- hooks --
 
     def start(self, plan: Any, out_dir: Path | None = None) -> None:
-        """Begin at once (import wandb, open the run) while the gates run."""
+        """Begin at once (import wandb, open the run) while the gates run.
+
+        Online, a second child waits beside it, wandb imported, to write the offline copy
+        if the online run fails: it opens no run unless it gets the record.
+        """
         if self._child is not None:
             return
         mode = self._mode(plan)
         out = Path(out_dir) if out_dir else _out_dir_of(plan)
-        # the offline copy of an online session: a gates run in the output folder
-        self._fallback = init_options(plan, out, "offline") | {"dir": str(out)}
         timeout = timeout_of(plan)
         window = timeout - reserve_of(timeout) if mode == "online" else timeout
         self._child = _Child({"init": init_options(plan, out, mode),
-                              "fallback": self._fallback if mode == "online" else None,
                               "init_timeout": init_timeout(window)})
+        if mode == "online":
+            offline = init_options(plan, out, "offline") | {"dir": str(out)}
+            self._standby = _Child({"init": offline, "defer": True,
+                                    "init_timeout": init_timeout(reserve_of(timeout))})
 
     @pytest.hookimpl(trylast=True)  # after the local files: W&B can never cost one
     def pytest_gates_session_finished(self, result: SessionResult) -> None:
@@ -387,10 +390,13 @@ class WandbSink:
             self.close()
 
     def close(self) -> None:
-        """Stop the child if it is still there (a session that ended without a result)."""
+        """Let the children go: each ends by itself when its input ends (a run opened for
+        a session that ended without a result is finished and removed first)."""
         if self._child is not None:
-            self._child.kill()
-            self._child = None
+            self._child.release(wait=5.0)
+        if self._standby is not None:
+            self._standby.release(wait=0.0)  # it opened nothing: no need to wait for it
+        self._child = self._standby = None
 
     # -- the work --
 
@@ -413,25 +419,16 @@ class WandbSink:
         online_deadline = deadline - reserve_of(timeout_of(plan)) if mode == "online" \
             else deadline
         answer = self._child.run(record, online_deadline)
-        if answer.get("run_dir") and not answer.get("fell_back"):
+        if answer.get("run_dir"):
             result.wandb_run_dir = Path(answer["run_dir"])
             return
-        if answer.get("run_dir"):  # the online init failed; the child wrote it offline
-            self._kept_offline(result, Path(answer["run_dir"]), answer["error"])
-            return
-        if mode != "online":
+        if self._standby is None:
             raise WandbFailed(answer["error"])
         self._child.kill()
-        # the killed child may have begun the offline copy: the fresh one writes it whole
-        for partial in Path(self._fallback["dir"]).glob(
-                f"wandb/offline-run-*-{self._fallback['id']}"):
-            shutil.rmtree(partial, ignore_errors=True)
-        self._child = _Child({"init": self._fallback, "fallback": None,
-                              "init_timeout": init_timeout(deadline - time.monotonic())})
-        kept = self._child.run(record, deadline)
+        kept = self._standby.run(record, deadline)
         if not kept.get("run_dir"):
             raise WandbFailed(f"{answer['error']}; the offline copy failed too: "
-                               f"{kept['error']}")
+                              f"{kept['error']}")
         self._kept_offline(result, Path(kept["run_dir"]), answer["error"])
 
     def _kept_offline(self, result: SessionResult, run_dir: Path, why: str) -> None:
@@ -455,27 +452,10 @@ def _out_dir_of(plan: Any) -> Path:
     return Path("gates-out")
 
 
-# --- parent and child ---------------------------------------------------------------------
+# --- the child ------------------------------------------------------------------------------
 
 
-_FRAME = struct.Struct(">Q")
-
-
-def _write_frame(handle: IO[bytes], value: Any) -> None:
-    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    handle.write(_FRAME.pack(len(data)) + data)
-    handle.flush()
-
-
-def _read_frame(handle: IO[bytes]) -> Any:
-    head = handle.read(_FRAME.size)
-    if len(head) < _FRAME.size:
-        return None
-    size = _FRAME.unpack(head)[0]
-    data = handle.read(size)
-    if len(data) < size:
-        return None
-    return pickle.loads(data)  # our own parent's frame
+_RELEASED: list[subprocess.Popen[bytes]] = []
 
 
 class _Child:
@@ -483,10 +463,8 @@ class _Child:
 
     def __init__(self, job: Record) -> None:
         env = {k: v for k, v in os.environ.items() if k not in _CHILD_ENV_DROP}
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from gates.sinks.wandb import serve; serve()"],
+            [sys.executable, "-P", wandb_child.__file__],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True)
         self._feed(job)
         self._feeder: threading.Thread | None = None
@@ -494,7 +472,7 @@ class _Child:
     def _feed(self, value: Any) -> None:
         assert self.proc.stdin is not None
         with contextlib.suppress(OSError, ValueError):
-            _write_frame(self.proc.stdin, value)
+            wandb_child.write_frame(self.proc.stdin, value)
 
     def run(self, record: Record, deadline: float) -> Record:
         """Hand over the record; the answer, or ``{"error": why}`` by the deadline."""
@@ -522,7 +500,8 @@ class _Child:
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
         data = b""
-        need = _FRAME.size
+        head = wandb_child.FRAME.size
+        need = head
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -534,10 +513,22 @@ class _Child:
             if not chunk:
                 return None
             data += chunk
-            if len(data) >= _FRAME.size:
-                need = _FRAME.size + _FRAME.unpack(data[:_FRAME.size])[0]
-            if len(data) >= need > _FRAME.size:
-                return pickle.loads(data[_FRAME.size:need])  # our own child's answer
+            if len(data) >= head:
+                need = head + wandb_child.FRAME.unpack(data[:head])[0]
+            if len(data) >= need > head:
+                return pickle.loads(data[head:need])  # our own child's answer
+
+    def release(self, wait: float) -> None:
+        """End its input; wait up to ``wait`` seconds for it to end, else stop it."""
+        with contextlib.suppress(OSError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        if wait <= 0:
+            _RELEASED.append(self.proc)  # it ends by itself; no warning when collected
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=wait)
+        self.kill()
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -549,120 +540,3 @@ class _Child:
             with contextlib.suppress(OSError):
                 if handle is not None:
                     handle.close()
-
-
-def serve() -> None:
-    """The child: open the run, wait for the record, log it, finish, answer, exit."""
-    answers = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # whatever wandb prints goes to stderr, never into the answer
-    incoming = sys.stdin.buffer
-    answer: Record
-    try:
-        job = _read_frame(incoming)
-        run, fell_back, why = _open(job)
-        record = _read_frame(incoming)
-        if record is None:  # the session ended without a result: no empty run is kept
-            _abandon(run, resumed=bool(job["init"].get("resume")) and not fell_back)
-            answer = {"error": "no record"}
-        else:
-            answer = {"run_dir": write_record(run, record), "fell_back": fell_back,
-                      "error": why}
-        import wandb
-
-        wandb.teardown()
-    except BaseException as exc:  # noqa: BLE001 - the parent reports it
-        answer = {"error": f"{type(exc).__name__}: {exc}"}
-    with contextlib.suppress(OSError):
-        _write_frame(answers, answer)
-        answers.close()
-    os._exit(0)
-
-
-def _abandon(run: Any, *, resumed: bool) -> None:
-    if resumed:  # the evaluation's own run: leave its state as it was
-        run.finish()
-        return
-    folder = Path(run.dir).parent
-    offline = folder.name.startswith("offline-run-")
-    run.finish(exit_code=1)
-    if offline:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _open(job: Record) -> tuple[Any, bool, str | None]:
-    """The run: online as asked, else (its init failed) the offline fallback."""
-    import wandb
-
-    settings = {"init_timeout": job["init_timeout"], "x_disable_stats": True,
-                "console": "off", "silent": True}
-    init = dict(job["init"])
-    Path(init["dir"]).mkdir(parents=True, exist_ok=True)
-    try:
-        run = wandb.init(**init, settings=wandb.Settings(**settings))
-    except Exception as exc:
-        if not job.get("fallback"):
-            raise
-        why = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        fallback = dict(job["fallback"])
-        Path(fallback["dir"]).mkdir(parents=True, exist_ok=True)
-        return wandb.init(**fallback, settings=wandb.Settings(**settings)), True, why
-    _warm_up(wandb)
-    return run, False, None
-
-
-def _warm_up(wandb: Any) -> None:
-    """Import what logging needs while the gates still run."""
-    wandb.Table(columns=["a"], data=[["x"]])
-    import wandb.plot  # noqa: F401
-
-
-_TYPES = {"str": str, "float": float, "int": int, "bool": bool}
-
-
-def _wandb_table(wandb: Any, spec: Record) -> Any:
-    """A wandb.Table with declared column types instead of inferring them row by row.
-
-    ``wandb.Table`` checks every row's types in Python (about 0.4 ms a row: 4 s at 10,000
-    gates). Our rows have one type per column (or None) by construction, so the types
-    are declared once and the rows attached as they are; the table file is identical.
-    """
-    table = wandb.Table(columns=spec["columns"], data=[],
-                        dtype=[_TYPES[t] for t in spec["types"]], optional=True)
-    table.data = spec["rows"]
-    return table
-
-
-def write_record(run: Any, record: Record) -> str:
-    """Log a record into an open run in one ``run.log``, finish it; the run folder."""
-    import wandb
-
-    # wandb silently cuts the run's copy of a table at Table.MAX_ROWS (10,000) rows: a
-    # session of 10,000 gates would lose the last ones. This process logs this one record.
-    largest = max((len(spec["rows"]) for spec in record["tables"].values()), default=0)
-    wandb.Table.MAX_ROWS = max(wandb.Table.MAX_ROWS, largest)
-    wandb.Table.MAX_ARTIFACT_ROWS = max(wandb.Table.MAX_ARTIFACT_ROWS, largest)
-    payload: dict[str, Any] = {key: _wandb_table(wandb, spec)
-                               for key, spec in record["tables"].items()}
-    for key, bar in record["bars"].items():
-        payload[key] = wandb.plot.bar(_wandb_table(wandb, bar["table"]), bar["label"],
-                                      bar["value"], title=bar["title"])
-    for key, path in record["images"].items():
-        payload[key] = wandb.Image(path)
-    for key, chart in record["lines"].items():
-        names = list(chart["ys"])
-        payload[key] = wandb.plot.line_series(
-            xs=chart["xs"], ys=[chart["ys"][n] for n in names], keys=names,
-            title=chart["title"], xname=chart["x_label"])
-    run.log(payload)
-    run.summary.update(record["summary"])
-    for title, text in record["alerts"]:
-        run.alert(title=title, text=text, level="WARN", wait_duration=ALERT_WAIT_S)
-    spec = record.get("artifact")
-    if spec:
-        artifact = wandb.Artifact(name=spec["name"], type=spec["type"],
-                                  description=spec["description"], metadata=spec["metadata"])
-        artifact.add_dir(spec["folder"])
-        run.log_artifact(artifact, aliases=spec["aliases"])
-    run_dir = str(Path(run.dir).parent)
-    run.finish()
-    return run_dir
