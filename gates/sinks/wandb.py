@@ -15,10 +15,12 @@ How a session is logged
   gates, bounds everything the sink does; ``WANDB_INIT_TIMEOUT`` bounds the init inside it.
   The child runs in its own process group, so at the deadline it is killed with whatever
   it started.
-- Online trouble loses nothing: when the online init fails the child writes the same record
-  as an offline run in the gates output folder; when the online child does not answer in
-  time it is killed and a fresh child writes the offline run in the time kept for it. One
-  warning line says ``wandb sync <that folder>``. W&B trouble never changes a verdict.
+- Online trouble loses nothing: online sessions start a second child beside the first, wandb
+  imported but no run opened. When the online run fails (init error) or has not finished
+  when the online share of the deadline ends (it is killed then), that standby child writes
+  the same record as an offline run in the gates output folder, in the time kept for it
+  (:func:`reserve_of`); otherwise it ends without writing anything. One warning line says
+  ``wandb sync <that folder>``. W&B trouble never changes a verdict or the exit code.
 
 Where the run goes (SPEC "W&B contract")
 ----------------------------------------
