@@ -21,6 +21,7 @@ from gates.sinks.wandb import (
     results_rows,
 )
 from tests.conftest import Workspace
+from tests.test_dashboards import CONFIG_YAML, write_leaderboard, write_training_log, write_ttc
 from tests.wandb_run import find_offline_runs, session_result, the_run
 
 
@@ -197,7 +198,7 @@ def inject(ws: Workspace, **metrics: float) -> None:
     ws.eval.write_text(json.dumps(data))
 
 
-def test_a_failing_session_logs_every_key_of_the_contract(
+def test_a_failing_session_logs_every_key_of_the_contract_and_the_dashboards(
         pytester: pytest.Pytester, workspace: Workspace, subprocess_env: dict[str, str]
 ) -> None:
     inject(workspace, nrmse=0.02, mae=0.0055, bc_violation=1.2)
@@ -205,7 +206,14 @@ def test_a_failing_session_logs_every_key_of_the_contract(
     info.write_text(json.dumps({"id": "evalrun1", "name": "burgers-eval", "entity": "lab",
                                 "project": "surrogates", "group": "exp-42"}))
     env = {**subprocess_env, "WANDB_RUN_ID": "evalrun1"}
-    result = run_session(pytester, workspace, env, "--gates-wandb-info", str(info))
+    folder = workspace.eval.parent  # every sidecar, for the dashboards
+    steps = write_ttc(folder / "burgers1d_eval_ttc_step_logs.json")
+    (folder / "burgers1d_eval.config.yaml").write_text(CONFIG_YAML)
+    truth = write_training_log(folder / "train.jsonl")
+    records = write_leaderboard(folder / "leaderboard.csv")
+    result = run_session(pytester, workspace, env, "--gates-wandb-info", str(info),
+                         "--gates-training-log", str(folder / "train.jsonl"),
+                         "--gates-leaderboard", str(folder / "leaderboard.csv"))
     assert result.ret == 1
     out = out_of(workspace)
     run = the_run(out)
@@ -244,6 +252,23 @@ def test_a_failing_session_logs_every_key_of_the_contract(
             in regression["text"].splitlines())
     physics = alerts["Physics Constraint Violations Detected"]
     assert "physics/bc_violation/ceiling: " in physics["text"]
+
+    # the dashboards, in the same run
+    stages = {r["Stage"]: r for r in run.table_rows("training_summary/stage_comparison")}
+    assert set(stages) == set(truth)
+    for stage, expected in truth.items():
+        assert stages[stage]["Final Loss"] == pytest.approx(expected.final)
+    config = {r["Parameter"]: r["Value"] for r in run.table_rows("training_summary/configuration")}
+    assert config["ttc.beam_width"] == "3"
+    assert {"Accuracy", "Physics"} <= {r["Category"] for r in run.table_rows("eval_summary/full")}
+    assert len(run.table_rows("leaderboard/full_table")) == len(records)
+    assert len(run.table_rows("leaderboard/top_5_nrmse")) == 5
+    assert run.summary["ttc/summary"]["_type"] == "image-file"
+    assert "ttc/reward_curve" in run.charts
+    curve = run.table_rows("ttc/reward_curve")
+    series = {r["lineKey"] for r in curve}
+    assert {"chosen_reward", "mean_reward"} <= series
+    assert len(curve) == len(series) * len(steps)  # one point per step and series
 
     sync = subprocess.run([sys.executable, "-m", "wandb", "sync", "--dry-run", str(run.dir)],
                           capture_output=True, text=True, timeout=60, env=subprocess_env,
@@ -318,38 +343,3 @@ def test_wandb_trouble_never_changes_a_verdict(
     assert f"wandb sync {run.dir}" in warnings[0]
     assert run.summary["gates/verdict"] == "fail"
     assert run.summary["gates/regression/nrmse"] == "fail"
-
-
-def test_dashboards_are_logged_beside_the_gates(
-        pytester: pytest.Pytester, workspace: Workspace, subprocess_env: dict[str, str]
-) -> None:
-    from tests.test_dashboards import CONFIG_YAML, write_leaderboard, write_training_log, write_ttc
-
-    folder = workspace.eval.parent
-    steps = write_ttc(folder / "burgers1d_eval_ttc_step_logs.json")
-    (folder / "burgers1d_eval.config.yaml").write_text(CONFIG_YAML)
-    truth = write_training_log(folder / "train.jsonl")
-    records = write_leaderboard(folder / "leaderboard.csv")
-    result = run_session(pytester, workspace, subprocess_env, "--gates-training-log",
-                         str(folder / "train.jsonl"), "--gates-leaderboard",
-                         str(folder / "leaderboard.csv"))
-    assert result.ret == 0, result.stdout.str()
-    if "stage_comparison" not in (out_of(workspace) / "gates.md").read_text():
-        pytest.xfail("the session does not build result.dashboards yet")
-    run = the_run(out_of(workspace))
-
-    stages = {r["Stage"]: r for r in run.table_rows("training_summary/stage_comparison")}
-    assert set(stages) == set(truth)
-    for stage, expected in truth.items():
-        assert stages[stage]["Final Loss"] == pytest.approx(expected.final)
-    config = {r["Parameter"]: r["Value"] for r in run.table_rows("training_summary/configuration")}
-    assert config["ttc.beam_width"] == "3"
-    assert {"Accuracy", "Physics"} <= {r["Category"] for r in run.table_rows("eval_summary/full")}
-    assert len(run.table_rows("leaderboard/full_table")) == len(records)
-    assert len(run.table_rows("leaderboard/top_5_nrmse")) == 5
-    assert run.summary["ttc/summary"]["_type"] == "image-file"
-    assert "ttc/reward_curve" in run.charts
-    curve = run.table_rows("ttc/reward_curve")
-    series = {r["lineKey"] for r in curve}
-    assert {"chosen_reward", "mean_reward"} <= series
-    assert len(curve) == len(series) * len(steps)  # one point per step and series
