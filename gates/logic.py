@@ -12,8 +12,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from gates.evidence import relative_change
 from gates.model import Kind, Outcome, Status
 from gates.policy import Policy
+
+__all__ = ["relative_change"]  # re-exported: the one definition lives in gates.evidence
 
 #: Relative slack at every limit: 0.33 against 0.3 at 10 % is at the limit, not past it.
 BOUNDARY_EPS = 1e-9
@@ -23,13 +26,6 @@ UNTRUSTED = frozenset({Status.ERROR, Status.INCOMPARABLE})
 
 def gate_id(kind: str, metric: str, check: str | None = None) -> str:
     return f"{kind}/{metric}" + (f"/{check}" if check else "")
-
-
-def relative_change(current: float, baseline: float) -> float:
-    """(current - baseline) / |baseline|; +/-inf when the baseline is zero and they differ."""
-    if baseline == 0:
-        return 0.0 if current == 0 else math.copysign(math.inf, current)
-    return (current - baseline) / abs(baseline)
 
 
 def pct(value: float) -> float:
@@ -155,8 +151,11 @@ def ceiling(metric: str, current: float | None, limit: float) -> Outcome:
 
 
 def spike(metric: str, current: float | None, champion: float | None, factor: float,
-          policy: Policy, *, strict: bool = False) -> Outcome:
-    """The value may not jump past ``factor`` times the champion's value."""
+          policy: Policy, *, strict: bool = False, regressed: bool | None = None,
+          evidence: Mapping[str, Any] | None = None) -> Outcome:
+    """The value may not jump past ``factor`` times the champion's value; with per-sample
+    evidence (``regressed``, the noise-aware rule at tolerance ``factor - 1``) the jump must
+    also be supported, so a rerun's noise does not trip it."""
     kind = Kind.PHYSICS
     gid = gate_id(kind, metric, "spike")
     if current is None:
@@ -166,12 +165,15 @@ def spike(metric: str, current: float | None, champion: float | None, factor: fl
     if champion is None:
         return no_baseline(gid, kind, metric, current, strict, None)
     limit = factor * champion + policy.abs_tolerance
-    ok = current <= limit
+    past = current > limit
+    ok = not past or regressed is False
     change = relative_change(current, champion)
+    said = f"{metric} = {current:.6g} {'>' if past else '<='} {factor:g} x champion " \
+        f"{champion:.6g}"
+    if past and ok:
+        said += " (past it, but the per-sample evidence does not support the jump)"
     return Outcome(gid, kind, metric, Status.PASS if ok else Status.FAIL, current, champion,
-                   pct(change), limit,
-                   f"{metric} = {current:.6g} {'<=' if ok else '>'} {factor:g} x champion "
-                   f"{champion:.6g}")
+                   pct(change), limit, said, dict(evidence or {}))
 
 
 def comparability(current_extra: Mapping[str, Any], champion_extra: Mapping[str, Any],

@@ -30,6 +30,7 @@ SAMPLE_REPORT = SAMPLE_DIR / "burgers1d_eval.json"
 SAMPLE_SUITE = "burgers1d"
 OUT_NAME = "gates-out"
 FIELD_PREFIX = "field/"
+SPIKE = "spike:"  # evidence key of a metric's spike check
 ENV_RUN_INFO = "FAST_TO_SOTA_WANDB_INFO"
 
 
@@ -93,6 +94,7 @@ class Plan:
     outcomes: list[Outcome] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     field_version: str | None = None
+    resampling: evidence.Resampling = field(default_factory=evidence.Resampling)
 
     def of_kind(self, kind: str) -> list[Outcome]:
         return [o for o in self.outcomes if o.kind == kind]
@@ -163,7 +165,8 @@ def load_plan(settings: Settings,
         if warning:
             notes.append(str(warning))
     plan = Plan(settings, evaluation, store, suite, policy, champion, out_dir, run_info,
-                notes=notes, field_version=field_version)
+                notes=notes, field_version=field_version,
+                resampling=evidence.Resampling(seed=policy.seed))
     plan.outcomes = planned_outcomes(plan)
     note = _regime_note(plan)
     if note:
@@ -272,8 +275,7 @@ def _add_field_metrics(evaluation: Evaluation, settings: Settings, policy: Polic
 def planned_outcomes(plan: Plan) -> list[Outcome]:
     """Every built-in outcome for this evaluation, champion and policy, in report order:
     comparability, regression, physics, promotion."""
-    ev, champ, policy, strict = plan.evaluation, plan.champion, plan.policy, \
-        plan.settings.strict
+    ev, champ, policy = plan.evaluation, plan.champion, plan.policy
     base = champ.metrics if champ else {}
 
     def skipped(metric: str) -> bool:
@@ -286,13 +288,21 @@ def planned_outcomes(plan: Plan) -> list[Outcome]:
     names = {m for m in set(base) | set(ev.metrics) if not skipped(m)}
     if plan.settings.arrays is None:  # field metrics exist only where the gates compute them
         names = {m for m in names if not m.startswith(FIELD_PREFIX)}
-    regression = [plan.regression_outcome(m, ev.metrics.get(m), base.get(m))
+    spikes = {m: f for m, f in sorted(policy.spike_factors.items()) if not skipped(m)}
+    comparisons = [c for m in sorted(names)
+                   if (c := comparison(plan, m, ev.metrics.get(m), base.get(m))) is not None]
+    comparisons += [c for m, factor in spikes.items()
+                    if (c := comparison(plan, m, ev.metrics.get(m), base.get(m),
+                                        tolerance=factor - 1, key=SPIKE + m)) is not None
+                    and factor >= 1 and policy.direction(m) == "lower"]
+    found = judge(plan, comparisons)
+    regression = [logic.apply_severity(regression_from(plan, m, ev.metrics.get(m),
+                                                       base.get(m), found.get(m)), policy)
                   for m in sorted(names)]
     physics = [logic.apply_severity(logic.ceiling(m, ev.metrics.get(m), limit), policy)
                for m, limit in sorted(policy.ceilings.items()) if not skipped(m)]
-    physics += [logic.apply_severity(logic.spike(m, ev.metrics.get(m), base.get(m), factor,
-                                                 policy, strict=strict), policy)
-                for m, factor in sorted(policy.spike_factors.items()) if not skipped(m)]
+    physics += [logic.apply_severity(_spike(plan, m, factor, found.get(SPIKE + m)), policy)
+                for m, factor in spikes.items()]
     promotion = promotion_outcome(plan, [*comparable, *regression, *physics])
     return [*comparable, *regression, *physics, promotion]
 
@@ -320,128 +330,120 @@ def comparability_outcomes(plan: Plan) -> list[Outcome]:
                                extra_pairs=pairs)
 
 
+def _spike(plan: Plan, metric: str, factor: float, found: evidence.Evidence | None) -> Outcome:
+    """The spike ceiling, judged by the evidence where per-sample vectors exist."""
+    base = plan.champion.metrics.get(metric) if plan.champion else None
+    regressed = None if found is None or found.method == "threshold-only" or found.error \
+        else found.regressed
+    return logic.spike(metric, plan.evaluation.metrics.get(metric), base, factor, plan.policy,
+                       strict=plan.settings.strict, regressed=regressed,
+                       evidence=found.to_json() if found is not None else None)
+
+
 def promotion_outcome(plan: Plan, others: list[Outcome]) -> Outcome:
     ev, champ, policy = plan.evaluation, plan.champion, plan.policy
-    metric, direction = policy.primary()
+    metric, _ = policy.primary()
     supported: bool | None = None
+    worse: dict[str, bool] = {}
     found: dict[str, Any] = {}
-    if champ is not None and metric in ev.samples and metric in champ.samples \
-            and metric in ev.metrics and metric in champ.metrics:
-        supported, found = _improvement_evidence(plan, metric, direction)
+    if champ is not None:
+        supported, worse, found = _promotion_evidence(plan, metric)
     return logic.promotion(ev.metrics, champ.metrics if champ else None, others, policy,
-                           improvement_supported=supported, evidence=found)
+                           improvement_supported=supported, worse_supported=worse,
+                           evidence=found)
 
 
 # -- evidence: the noise-aware rules of gates.evidence, fed from the plan ------------------
 
-def _regression(plan: Plan, metric: str, current: float | None, baseline: float | None,
-                samples: np.ndarray | None, baseline_samples: np.ndarray | None) -> Outcome:
-    champ, ev = plan.champion, plan.evaluation
-    ours = samples if samples is not None else ev.samples.get(metric)
-    theirs = baseline_samples if baseline_samples is not None else \
-        (champ.samples.get(metric) if champ else None)
-    try:
-        found, regressed = _noise_evidence(plan, metric, current, baseline, ours, theirs)
-    except SampleSetError as exc:  # never fall back to an unpaired comparison silently
-        return Outcome(logic.gate_id(Kind.REGRESSION, metric), Kind.REGRESSION, metric,
-                       Status.ERROR, current, baseline,
-                       message=f"per-sample vectors do not match: {exc}")
-    return logic.regression(metric, current, baseline, plan.policy,
-                            strict=plan.settings.strict, evidence=found, regressed=regressed)
-
-
-def _noise_evidence(plan: Plan, metric: str, current: float | None, baseline: float | None,
-                    ours: np.ndarray | None, theirs: np.ndarray | None
-                    ) -> tuple[dict[str, Any], bool | None]:
-    """Evidence for one regression gate and the rule's verdict (None: threshold decides)."""
-    policy, champ, ev = plan.policy, plan.champion, plan.evaluation
+def comparison(plan: Plan, metric: str, current: float | None, baseline: float | None, *,
+               tolerance: float | None = None, samples: np.ndarray | None = None,
+               baseline_samples: np.ndarray | None = None,
+               key: str | None = None) -> evidence.Comparison | None:
+    """What the evidence module needs to judge one metric; None when there is nothing to
+    judge (a value missing or not finite, no champion, or no known direction)."""
+    champ, ev, policy = plan.champion, plan.evaluation, plan.policy
     direction = policy.direction(metric)
     if current is None or baseline is None or champ is None or direction is None \
-            or not math.isfinite(current):
-        return {}, None
-    options: dict[str, Any] = {"higher_is_better": direction == "higher",
-                               "threshold": policy.tolerance_for(metric)}
-    repeats = champ.repeats.get(metric, [])
-    kind = ev.aggregation.get(metric, "mean")
-
-    def fallback(reason: str) -> tuple[dict[str, Any], None]:
-        found = evidence.threshold_evidence(baseline, current, **options)
-        return {**found.__dict__, "note": f"{found.note} ({reason})"}, None
-
-    if ours is not None and theirs is not None:
-        if kind == "max":
-            return fallback("a max-aggregated metric has no per-sample mean to test")
-        mismatch = _aggregate_mismatch(metric, ours, current, kind, ev.samples_path) or \
-            _aggregate_mismatch(metric, theirs, baseline, kind, "the champion's samples")
-        if mismatch:
-            return fallback(mismatch)
-        if (champ.sample_ids is None) != (ev.sample_ids is None):
-            raise SampleSetError(f"{ev.samples_path}: {metric}: sample ids are given on one "
-                                 "side only; give sample_id in both or in neither")
-        try:
-            found = evidence.paired_evidence(
-                theirs, ours, rule=policy.rule,  # type: ignore[arg-type]
-                confidence=policy.confidence, seed=policy.seed,
-                baseline_ids=champ.sample_ids, current_ids=ev.sample_ids,
-                margin=policy.margin, **options)
-        except evidence.SampleMismatch as exc:
-            raise SampleSetError(f"{ev.samples_path or ev.path}: {metric}: {exc}") from None
-        except ValueError as exc:  # e.g. a zero baseline mean: the fixed rule still applies
-            return fallback(f"paired test not possible: {exc}")
-        return dict(found.__dict__), found.regressed
-    if len(repeats) >= 2:
-        mismatch = _aggregate_mismatch(metric, np.asarray(repeats), baseline, "mean",
-                                       "the champion's repeats")
-        if mismatch:
-            return fallback(mismatch)
-        try:
-            found = evidence.repeats_evidence(np.asarray(repeats), current,
-                                              rule=policy.rule,  # type: ignore[arg-type]
-                                              confidence=policy.confidence,
-                                              margin=policy.margin, **options)
-        except ValueError as exc:
-            return fallback(f"repeats test not possible: {exc}")
-        return dict(found.__dict__), found.regressed
-    found = evidence.threshold_evidence(baseline, current, **options)
-    return dict(found.__dict__), None
+            or not (math.isfinite(current) and math.isfinite(baseline)):
+        return None
+    ours = samples if samples is not None else ev.samples.get(metric)
+    theirs = baseline_samples if baseline_samples is not None else champ.samples.get(metric)
+    repeats = champ.repeats.get(metric)
+    return evidence.Comparison(
+        key or metric, baseline, current, direction == "higher",
+        policy.tolerance_for(metric) if tolerance is None else tolerance,
+        policy.abs_tolerance, theirs, ours,
+        champ.sample_ids if theirs is not None else None,
+        ev.sample_ids if ours is not None else None,
+        ev.aggregation.get(metric, champ.aggregation.get(metric, "mean")),
+        np.asarray(repeats, dtype=float) if repeats else None,
+        str(ev.samples_path or ev.path or "the challenger's samples"))
 
 
-def _improvement_evidence(plan: Plan, metric: str, direction: str
-                          ) -> tuple[bool | None, dict[str, Any]]:
-    """Is the primary metric's improvement supported by the per-sample evidence?"""
+def judge(plan: Plan, comparisons: list[evidence.Comparison]) -> dict[str, Any]:
+    """Evidence for every comparison of the session at once (one family for the
+    session-level false-failure rate; one resampling design per sample count)."""
+    policy = plan.policy
+    return dict(evidence.regression_evidence(
+        comparisons, rule=policy.rule, confidence=policy.confidence,  # type: ignore[arg-type]
+        margin=policy.margin, resampling=plan.resampling))
+
+
+def _regression(plan: Plan, metric: str, current: float | None, baseline: float | None,
+                samples: np.ndarray | None, baseline_samples: np.ndarray | None,
+                found: evidence.Evidence | None = None) -> Outcome:
+    if found is None:
+        comp = comparison(plan, metric, current, baseline, samples=samples,
+                          baseline_samples=baseline_samples)
+        found = judge(plan, [comp])[metric] if comp is not None else None
+    return regression_from(plan, metric, current, baseline, found)
+
+
+def regression_from(plan: Plan, metric: str, current: float | None, baseline: float | None,
+                    found: evidence.Evidence | None) -> Outcome:
+    """The regression outcome of one metric, given its evidence (None: threshold rule)."""
+    if found is not None and found.error:  # never fall back to an unpaired test silently
+        ev = plan.evaluation
+        where = ev.samples_path or ev.sidecars.get("samples") or ev.path
+        return Outcome(logic.gate_id(Kind.REGRESSION, metric), Kind.REGRESSION, metric,
+                       Status.ERROR, current, baseline, message=f"{where}: {found.note}",
+                       evidence=found.to_json())
+    regressed = None if found is None or found.method == "threshold-only" else \
+        found.regressed
+    return logic.regression(metric, current, baseline, plan.policy,
+                            strict=plan.settings.strict,
+                            evidence=found.to_json() if found is not None else None,
+                            regressed=regressed)
+
+
+def _promotion_evidence(plan: Plan, metric: str
+                        ) -> tuple[bool | None, dict[str, bool], dict[str, Any]]:
+    """Is the primary metric's improvement supported, and which physics metrics are
+    supported worse? (None / empty where no per-sample evidence exists.)"""
     champ, ev, policy = plan.champion, plan.evaluation, plan.policy
     assert champ is not None
-    try:
-        found = evidence.paired_evidence(
-            champ.samples[metric], ev.samples[metric], higher_is_better=direction == "higher",
-            threshold=policy.tolerance_for(metric), rule="significant",
-            confidence=policy.confidence, seed=policy.seed, baseline_ids=champ.sample_ids,
-            current_ids=ev.sample_ids)
-    except ValueError:
-        return None, {}
-    better_bound = found.ci_high if direction == "lower" else found.ci_low
-    if better_bound is None:
-        return None, {}
-    need = policy.min_improvement_rel
-    supported = (-better_bound if direction == "lower" else better_bound) >= need
-    return supported, {k: v for k, v in found.__dict__.items() if k != "regressed"}
-
-
-def _aggregate_mismatch(metric: str, vector: np.ndarray | None, value: float, kind: str,
-                        where: object) -> str | None:
-    """A per-sample vector that does not reproduce the reported aggregate cannot judge it."""
-    if vector is None or vector.size == 0:
-        return None
-    agg = float(np.sqrt(np.mean(vector))) if kind == "rms" else float(np.mean(vector))
-    if math.isclose(agg, value, rel_tol=1e-6, abs_tol=1e-12):
-        return None
-    how = "root-mean-square" if kind == "rms" else "mean"
-    return (f"the per-sample {how} of {metric} in {where} is {agg:.6g}, the reported value "
-            f"{value:.6g}; the paired test was not used")
-
-
-class SampleSetError(Exception):
-    """Per-sample vectors of champion and challenger do not describe the same samples."""
+    comp = comparison(plan, metric, ev.metrics.get(metric), champ.metrics.get(metric))
+    supported: bool | None = None
+    found: dict[str, Any] = {}
+    if comp is not None:
+        got = evidence.promotion_evidence(
+            comp, min_improvement_rel=policy.min_improvement_rel,
+            min_improvement_abs=policy.min_improvement_abs, confidence=policy.confidence,
+            resampling=plan.resampling)
+        found = got.to_json()
+        supported = None if got.method == "threshold-only" else got.supported
+    worse: dict[str, bool] = {}
+    for name in sorted(ev.metrics):
+        if not policy.is_physics(name) or name not in champ.metrics:
+            continue
+        comp = comparison(plan, name, ev.metrics[name], champ.metrics[name])
+        if comp is None:
+            continue
+        got = evidence.physics_evidence(comp, confidence=policy.confidence,
+                                        resampling=plan.resampling)
+        if got.method != "threshold-only":
+            worse[name] = got.supported
+    return supported, worse, found
 
 
 def wandb_mode(option: str | None) -> str:

@@ -87,24 +87,10 @@ def _threshold(o: Outcome) -> str:
 
 
 def evidence_text(o: Outcome) -> str:
-    """change, interval, p-value, n, detectable change and seed, where the rule used them."""
-    ev = o.evidence
-    if not ev or ev.get("method") in (None, "threshold-only"):
-        return ""
-    parts = [str(ev["method"])]
-    if ev.get("change") is not None and isinstance(ev["change"], int | float):
-        parts.append(f"change {100 * float(ev['change']):+.1f}%")
-    if ev.get("ci_low") is not None and ev.get("ci_high") is not None:
-        parts.append(f"CI [{100 * float(ev['ci_low']):+.1f}%, {100 * float(ev['ci_high']):+.1f}%]")
-    if ev.get("p_value") is not None:
-        parts.append(f"p={float(ev['p_value']):.3g}")
-    if ev.get("n") is not None:
-        parts.append(f"n={ev['n']}")
-    if ev.get("detectable") is not None:
-        parts.append(f"detectable {100 * float(ev['detectable']):.1f}%")
-    if ev.get("seed") is not None:
-        parts.append(f"seed {ev['seed']}")
-    return ", ".join(parts)
+    """change, interval, p-value, n, detectable change and seed (``gates.evidence``)."""
+    from gates.evidence import evidence_line
+
+    return evidence_line(o.evidence) if o.evidence.get("method") else ""
 
 
 def text_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
@@ -134,7 +120,8 @@ def terminal_lines(result: SessionResult) -> list[tuple[str, dict[str, Any]]]:
     if len(shown) < len(result.outcomes):
         out.append((f"... and {len(result.outcomes) - len(shown)} more passing gates "
                     f"(every row in gates.md and gates.json)", {}))
-    with_evidence = [(o.id, evidence_text(o)) for o in shown if o.passed and evidence_text(o)]
+    with_evidence = [(o.id, evidence_text(o)) for o in shown if o.passed
+                     and o.evidence.get("method") not in (None, "threshold-only")]
     if with_evidence:
         out.append(("evidence:", {"bold": True}))
         out += [(f"  {gid}: {text}", {}) for gid, text in with_evidence]
