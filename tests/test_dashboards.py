@@ -661,3 +661,21 @@ def test_markdown_table_renderer() -> None:
                           "value": [8.8e-4, math.nan], "count": [3.0, 1e20]})
     assert markdown_table(table) == (
         "| name | value | count |\n|---|---|---|\n| a\\|b | 0.00088 | 3 |\n|  |  | 1e+20 |")
+
+
+def test_yaml_aliases_cannot_blow_the_configuration_up(reports: Path) -> None:
+    """A few lines of aliases nest into 9**9 values or 3**20 settings: cut short, quickly."""
+    lists = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n"
+        for i in range(8))
+    (reports / "eval.config.yaml").write_text(lists)
+    table = build(reports).tables[CONFIGURATION]
+    assert len(table) == 9 and all(len(v) < 5_000 for v in table["Value"])
+    maps = "a: &a {x: 1, y: 2}\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} {{p: *{chr(97 + i)}, q: *{chr(97 + i)}}}\n"
+        for i in range(20))
+    (reports / "eval.config.yaml").write_text(maps)
+    dash = build(reports)
+    assert CONFIGURATION not in dash.tables
+    assert dash.warnings == [f"{reports / 'eval.config.yaml'}: more than 10000 settings; not "
+                             "shown; the training_summary/configuration dashboard is skipped"]

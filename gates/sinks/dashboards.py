@@ -17,6 +17,7 @@ it feeds. :func:`build_dashboards` never raises.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -68,6 +69,8 @@ TITLES: dict[str, str] = {
 _ACCURACY_ORDER = ("mse", "mae", "rmse", "nrmse", "rel_l2")
 _PHYSICS_HINT = re.compile(r"conservation|bc_|boundary|negativ|positiv|divergence")
 _HORIZON = re.compile(r"@(\d+(?:\.\d+)?)$")
+MAX_CONFIG_ROWS = 10_000
+_MAX_VALUE_NODES = 500
 _MD_MAX_ROWS = 20  # a PR comment stays readable; W&B holds every row
 _MD_MAX_CELL = 60
 
@@ -290,7 +293,9 @@ def configuration_table(config: Mapping[str, Any] | None,
     else:
         data = {k: v for k, v in extra.items()
                 if v is None or isinstance(v, str | int | float | bool)}
-    rows = list(_flatten(data))
+    rows = list(itertools.islice(_flatten(data), MAX_CONFIG_ROWS + 1))
+    if len(rows) > MAX_CONFIG_ROWS:  # e.g. YAML aliases nested into a "billion laughs"
+        raise _Skip(None, f"more than {MAX_CONFIG_ROWS} settings; not shown")
     return pd.DataFrame({
         "Parameter": pd.Series([r[0] for r in rows], dtype=object),
         "Value": pd.Series([r[1] for r in rows], dtype=object),
@@ -306,7 +311,13 @@ def _flatten(data: Mapping[Any, Any], prefix: str = "") -> Iterator[tuple[str, s
             yield name, _yaml_text(value)
 
 
-def _yaml_text(value: Any) -> str:
+def _yaml_text(value: Any, budget: list[int] | None = None) -> str:
+    """YAML spelling of a value, cut short after a few hundred nodes (aliases can nest a
+    small file into an enormous value)."""
+    budget = [_MAX_VALUE_NODES] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0:
+        return "…"
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -314,9 +325,19 @@ def _yaml_text(value: Any) -> str:
     if isinstance(value, float):
         return ".nan" if value != value else repr(value)
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{k}: {_yaml_text(v)}" for k, v in value.items()) + "}"
+        parts = []
+        for k, v in value.items():
+            parts.append(f"{k}: {_yaml_text(v, budget)}")
+            if budget[0] < 0:
+                break
+        return "{" + ", ".join(parts) + "}"
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(_yaml_text(v) for v in value) + "]"
+        items = []
+        for v in value:
+            items.append(_yaml_text(v, budget))
+            if budget[0] < 0:
+                break
+        return "[" + ", ".join(items) + "]"
     return str(value)
 
 
