@@ -330,3 +330,23 @@ def test_a_run_info_file_never_written_is_not_bad_input(pytester: pytest.Pyteste
                             "--gates-promote", "--gates-wandb", "off")
     assert gates["verdict"] != "error" and "bad input" not in result.stdout.str()
     assert "wandb_run.json" not in result.stdout.str()  # with W&B off: nothing at all
+
+
+def test_a_session_shows_every_dashboard_of_the_run(pytester: pytest.Pytester,
+                                                    tmp_path: Path) -> None:
+    run = copy_run(tmp_path, SECOND, "full_eval", "training_log.jsonl")
+    board = tmp_path / "reports" / "leaderboard.csv"
+    board.parent.mkdir()
+    shutil.copy(ARTIFACTS / "reports" / "leaderboard.csv", board)
+    report = run / "full_eval" / "results.json"
+    result, gates = session(pytester, report, tmp_path / "baselines", tmp_path / "out",
+                            "--gates-suite", "ups", "--gates-promote", "--gates-wandb", "off",
+                            "--gates-training-log", str(run / "training_log.jsonl"),
+                            "--gates-leaderboard", str(board))
+    assert gates["verdict"] == "pass", result.stdout.str()
+    text = (tmp_path / "out" / "gates.md").read_text()
+    assert "| Stage | Final Loss | Best Loss | Total Epochs | Time (min) |" in text
+    assert "| operator | 0.0001944 | 0.0001944 | 25 | 14.88 |" in text
+    assert "| run_id | run_20251121_101500_full |" in text  # this run's entry
+    assert "![Test-time compute](results_ttc_summary.png)" in text
+    assert (tmp_path / "out" / "results_ttc_summary.png").is_file()

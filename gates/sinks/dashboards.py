@@ -205,14 +205,19 @@ def dashboards_of(result: SessionResult) -> Dashboards | None:
 
     The one call a sink makes: the evaluation as loaded, ``--gates-training-log`` and
     ``--gates-leaderboard`` resolved like every other path, the W&B run info of the plan.
+    Never raises: a path that cannot even be resolved is one warning.
     """
     plan = result.plan
     if plan is None:
         return None
     settings = plan.settings
+    try:
+        training_log = settings.resolve(settings.training_log)
+        leaderboard = settings.resolve(settings.leaderboard)
+    except (OSError, RuntimeError) as exc:  # e.g. a symlink loop
+        return Dashboards(warnings=[f"dashboards skipped: {type(exc).__name__}: {exc}"])
     return build_dashboards(plan.evaluation, out_dir=result.out_dir,
-                            training_log=settings.resolve(settings.training_log),
-                            leaderboard=settings.resolve(settings.leaderboard),
+                            training_log=training_log, leaderboard=leaderboard,
                             run_info=plan.run_info)
 
 
