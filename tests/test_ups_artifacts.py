@@ -350,3 +350,19 @@ def test_a_session_shows_every_dashboard_of_the_run(pytester: pytest.Pytester,
     assert "| run_id | run_20251121_101500_full |" in text  # this run's entry
     assert "![Test-time compute](results_ttc_summary.png)" in text
     assert (tmp_path / "out" / "results_ttc_summary.png").is_file()
+
+
+def test_a_session_says_plainly_when_no_leaderboard_row_is_this_run(
+        pytester: pytest.Pytester, tmp_path: Path) -> None:
+    folder = tmp_path / "dotted"
+    shutil.copytree(ARTIFACTS / "edge" / "dotted", folder)
+    result, gates = session(pytester, folder / "eval_tau0.json", tmp_path / "baselines",
+                            tmp_path / "out", "--gates-suite", "ups", "--gates-promote",
+                            "--gates-wandb", "off", "--gates-leaderboard",
+                            str(ARTIFACTS / "reports" / "leaderboard.csv"))
+    assert gates["verdict"] == "pass", result.stdout.str()
+    text = (tmp_path / "out" / "gates.md").read_text()
+    assert "(`leaderboard/entry`)" not in text and "leaderboard_run_id" not in text
+    assert "no row is this run's" in text and "rather than another run's" in text
+    assert "(`leaderboard/full_table`)" in text
+    assert (tmp_path / "out" / "eval_tau0_ttc_summary.png").is_file()  # the dotted sidecar
