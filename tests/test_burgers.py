@@ -213,8 +213,7 @@ def test_check_reports_a_tampered_file(tmp_path: Path) -> None:
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {name: path.read_bytes() for name, path in generate._tree(root).items()}
 
 
 def test_package_ships_an_identical_copy_of_the_bundled_baseline() -> None:

@@ -105,8 +105,8 @@ class Kernel:
         self.threads = kernel_threads() if threads is None else max(1, int(threads))
         if spectral:
             self._spectral_setup()
-        self.fused = (FusedSums(plan.space, self.C) if engine == "numba" and pointwise
-                      else None)
+        self.fused = (FusedSums(plan.space, self.C, threads=None if not spectral else 1)
+                      if engine == "numba" and pointwise else None)
 
     # buffers ------------------------------------------------------------------------
     @property
@@ -176,8 +176,10 @@ class Kernel:
         st = SlabStats.zeros(ns * nt, self.C, self.S if self.spectral else 0)
         shape4 = self.plan.space + (self.C,)
         fused = self.fused
-        if fused is not None and self._is_rows(pc) and self._is_rows(tc):
-            # already (k, L) rows: one call for the chunk, split over the kernel's threads
+        if fused is not None and not self.spectral and self._is_rows(pc) and self._is_rows(tc):
+            # pointwise only, already (k, L) rows: one call for the chunk, its rows split
+            # over the compiled loop's threads (with spectra, each group thread runs the
+            # loop on its group instead, so the FFT reads the group while it is in cache)
             p2, t2 = pc.reshape(ns * nt, self.L), tc.reshape(ns * nt, self.L)
             fused(p2, t2, st, 0)
             self._ends(p2, t2, st, 0)

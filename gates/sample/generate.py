@@ -365,8 +365,13 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+#: written by gate sessions, not by the generator: the store's lock and staging, the ledger
+_SESSION_FILES = (".lock", ".tmp-*", ".*.tmp", "runs.jsonl")
+
+
 def _tree(root: Path) -> dict[str, Path]:
-    return {str(p.relative_to(root)): p for p in sorted(root.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(root)): p for p in sorted(root.rglob("*"))
+            if p.is_file() and not any(p.match(pattern) for pattern in _SESSION_FILES)}
 
 
 def check(sample_dir: Path = SAMPLE_DIR, baselines: Path | None = REPO_BASELINES,
