@@ -366,3 +366,22 @@ def test_a_session_says_plainly_when_no_leaderboard_row_is_this_run(
     assert "no row is this run's" in text and "rather than another run's" in text
     assert "(`leaderboard/full_table`)" in text
     assert (tmp_path / "out" / "eval_tau0_ttc_summary.png").is_file()  # the dotted sidecar
+
+
+def test_a_leaderboard_row_brings_its_provenance_into_the_champion(
+        pytester: pytest.Pytester, tmp_path: Path) -> None:
+    board = tmp_path / "reports" / "leaderboard.csv"
+    board.parent.mkdir()
+    shutil.copy(ARTIFACTS / "reports" / "leaderboard.csv", board)
+    store = tmp_path / "baselines"
+    result, gates = session(pytester, board, store, tmp_path / "out", "--gates-suite", "ups",
+                            "--gates-promote", "--gates-wandb", "off",
+                            "--gates-eval-row", "run_20251120_093000_full")
+    assert gates["promoted"] is True, result.stdout.str()
+    version = json.loads((store / "ups" / "versions" / "v0001" / "version.json").read_text())
+    provenance = version["provenance"]
+    assert provenance["run_id"] == "run_20251120_093000_full"
+    assert (provenance["commit"], provenance["train_wandb_run"], provenance["run"]) == \
+        ("69e9161", "train-20251120_093000", "run_20251120_093000")
+    assert provenance["config"] == \
+        "artifacts/runs/run_20251120_093000/configs/full_eval_resolved.yaml"
