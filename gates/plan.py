@@ -57,7 +57,8 @@ class Settings:
     workdir: Path = field(default_factory=Path.cwd)
 
     def resolve(self, path: Path | None) -> Path | None:
-        return None if path is None else (self.workdir / path).resolve()
+        """Absolute, without following links (a link loop is the reader's bad input)."""
+        return None if path is None else Path(os.path.abspath(self.workdir / path))
 
     @property
     def bundled(self) -> bool:

@@ -189,10 +189,7 @@ class GateSession:
             return
         from gates.sinks.local import LocalSink
 
-        local = LocalSink()
-        manager.register(local, "gates-local")
-        if self.plan is not None:
-            local.start()
+        manager.register(LocalSink(), "gates-local")
         if os.environ.get("GITHUB_ACTIONS") == "true":
             from gates.sinks.github import GithubSink
 
@@ -233,9 +230,7 @@ class GateSession:
             node.workerinput[WORKER_ERROR] = str(self.input_error)
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
-        if self.input_error is not None:
-            return [f"gates: bad input: {self.input_error}"]
-        return self.plan.header() if self.plan else []
+        return self.plan.header() if self.plan else []  # bad input: said once, at the end
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, config: pytest.Config,
@@ -294,6 +289,8 @@ class GateSession:
         from gates.sinks.dashboards import dashboards_of
 
         self.result.dashboards = dashboards_of(self.result)  # for every sink; never raises
+        if self.result.dashboards is not None:
+            self.result.notes.extend(self.result.dashboards.warnings)
         report(self.config.pluginmanager, self.result)
         if self.result.exit_code and exitstatus in (pytest.ExitCode.OK,
                                                     pytest.ExitCode.NO_TESTS_COLLECTED):
