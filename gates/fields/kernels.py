@@ -386,8 +386,8 @@ class Kernel:
         elif self.S > 0:
             quad = pairs[(slice(None), *self.quadrant)]
             q = np.add(quad[..., 0], quad[..., 1]).reshape(k, -1, self.C)
-            q = q[:, self.q_order].astype(f64)
-            st.shell[sl] = np.add.reduceat(q, self.q_starts, axis=1).transpose(0, 2, 1)
+            q = q[:, self.q_order]  # summed in float64 without a float64 copy
+            st.shell[sl] = np.add.reduceat(q, self.q_starts, axis=1, dtype=f64).transpose(0, 2, 1)
         rows = x.reshape(k, -1)
         g = rows[:, self.sel].astype(f64)
         st.wband[sl, 0] = np.vecdot(g, self.w_low)  # one dot per row: independent of k
