@@ -1,7 +1,7 @@
 """The bundled sample's own baseline, shipped inside the package.
 
 ``gates/sample/baseline/burgers1d/`` is an identical copy of the repository's
-``baselines/burgers1d`` (``python -m gates.burgers`` writes both). A gate session of the
+``baselines/burgers1d`` (``python -m gates.sample.generate`` writes both). A gate session of the
 bundled sample reads it from a fresh temporary copy (:func:`bundled_store`), so nothing is
 ever written into the installed package, and the bundled sample never becomes anyone's
 champion: it is gated only against this baseline (:func:`bundled_refusal`).

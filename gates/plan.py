@@ -156,7 +156,7 @@ def load_plan(settings: Settings,
     notes: list[str] = []
     field_version = None
     if settings.arrays is not None:
-        field_version = _add_field_metrics(evaluation, settings, policy, progress)
+        field_version = _add_field_metrics(evaluation, settings, policy, progress, notes)
     run_info: dict[str, Any] = {}
     if settings.wandb != "off":
         from gates.inputs import load_run_info
@@ -246,7 +246,7 @@ def _choose_suite(settings: Settings, store: BaselineStore, evaluation: Evaluati
 
 
 def _add_field_metrics(evaluation: Evaluation, settings: Settings, policy: Policy,
-                       progress: Callable[[int, int], None] | None) -> str:
+                       progress: Callable[[int, int], None] | None, notes: list[str]) -> str:
     from gates.fields import FieldLayout, compute_field_metrics
 
     source = settings.resolve(settings.arrays)
@@ -270,6 +270,7 @@ def _add_field_metrics(evaluation: Evaluation, settings: Settings, policy: Polic
             evaluation.samples[key] = found.samples[name]
         evaluation.aggregation[key] = found.aggregation.get(name, "mean")
     evaluation.field_shape = tuple(found.spatial_shape)
+    notes.extend(found.notes)
     return str(found.version)
 
 

@@ -30,9 +30,7 @@ from gates.evidence import CONFIDENT_MARGIN, DEFAULT_CONFIDENCE, DEFAULT_RULE, R
 LOWER_HINTS = ("mse", "mae", "rmse", "err", "loss", "gap", "violation", "penalty", "drift",
                "linf", "l1", "l2", "max_error")
 HIGHER_HINTS = ("psnr", "ssim", "acc", "r2", "pearson", "corr", "score")
-PHYSICS_METRICS = frozenset(
-    {"conservation_gap", "conservation_drift", "bc_violation", "negativity_penalty"}
-)
+PHYSICS_METRICS = frozenset({"conservation_gap", "bc_violation", "negativity_penalty"})
 DEFAULT_CEILINGS = {"conservation_gap": 5.0, "bc_violation": 1.0, "negativity_penalty": 0.5}
 DEFAULT_SPIKES = {"conservation_gap": 2.0, "bc_violation": 1.5}
 #: ``extra`` keys whose values must agree between champion and challenger
