@@ -38,17 +38,27 @@ import json
 import math
 import os
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from gates import evidence, logic
 from gates.errors import GateInputError
-from gates.model import Champion, Outcome
+from gates.model import Champion, Evaluation, Kind
+from gates.plan import (
+    FIELD_PREFIX,
+    SPIKE,
+    Plan,
+    Settings,
+    comparison,
+    judge,
+    planned_outcomes,
+)
 from gates.policy import Policy
 from gates.store import BaselineStore, StoreReadOnly, utc_now
 
@@ -119,20 +129,132 @@ def _rate(gid: str, kind: str, metric: str, method: str, fails: npt.NDArray[np.b
 # ---------------------------------------------------------------------------------------
 # the trials
 
+#: above this many trials for the plan, the work is shared among the machine's cores
+PARALLEL_TRIALS = 60
+#: the screen's slack at every limit: it may send a trial to the plan that then passes,
+#: never skip one the plan would fail
+_LOOSE = 1e-6
+#: stands in for ``--gates-arrays`` so the plan gates the champion's field metrics
+_FIELDS = Path("<the champion's field metrics>")
+
+
+@dataclass
+class _Gate:
+    """One gate the trials count, and in which trials its point estimate is past its limit
+    (only there can the plan fail it)."""
+
+    id: str
+    kind: str
+    metric: str
+    method: str
+    n: int | None
+    screen: npt.NDArray[np.bool_]
+    #: a paired gate's tolerance (the spike's ``factor - 1``): it must regress in the
+    #: family of the comparisons past their limits before the session can fail it
+    alone: float | None = None
+
+
+@dataclass
+class _Trials:
+    """What every trial's champion and challenger are built from (sent to the workers)."""
+
+    champion: Champion
+    policy: Policy
+    store: BaselineStore
+    vectors: dict[str, npt.NDArray[np.float64]]
+    aggregation: dict[str, str]
+    idx_a: npt.NDArray[np.intp] | None
+    idx_b: npt.NDArray[np.intp] | None
+    runs: dict[str, npt.NDArray[np.float64]]
+    picks: dict[str, npt.NDArray[np.intp]]
+    base: dict[str, npt.NDArray[np.float64]]
+    cur: dict[str, npt.NDArray[np.float64]]
+    gates: list[_Gate] = field(default_factory=list)
+
+    def ids(self) -> npt.NDArray[np.intp] | None:
+        """Both draws' samples are named by position: sample i of one is paired with sample
+        i of the other, in that order (the order the evidence then keeps)."""
+        return None if self.idx_a is None else np.arange(self.idx_a.shape[1])
+
+    def plan(self, t: int, resampling: evidence.Resampling) -> Plan:
+        """Trial ``t`` as a gate session: one draw the champion, the other the challenger."""
+        champ = self.champion
+        base_samples: dict[str, np.ndarray] = {}
+        cur_samples: dict[str, np.ndarray] = {}
+        if self.idx_a is not None and self.idx_b is not None:
+            for metric, vector in self.vectors.items():
+                base_samples[metric] = vector[self.idx_a[t]]
+                cur_samples[metric] = vector[self.idx_b[t]]
+        repeats = {m: np.delete(runs, int(self.picks[m][t])).tolist()
+                   for m, runs in self.runs.items()}
+        fields = any(m.startswith(FIELD_PREFIX) for m in self.base)
+        shape = champ.provenance.get("field_shape")
+        version = champ.provenance.get("field_metrics_version")
+        ids = self.ids() if base_samples else None
+        trial_champion = Champion(
+            suite=champ.suite, version=champ.version,
+            metrics={m: float(v[t]) for m, v in self.base.items()}, samples=base_samples,
+            sample_ids=ids, repeats=repeats, provenance=champ.provenance, extra=champ.extra,
+            aggregation=dict(self.aggregation))
+        challenger = Evaluation(
+            path=None, metrics={m: float(v[t]) for m, v in self.cur.items()},
+            extra=dict(champ.extra), samples=cur_samples, sample_ids=ids,
+            aggregation=dict(self.aggregation),
+            field_shape=tuple(shape) if isinstance(shape, list) else None)
+        return Plan(settings=Settings(arrays=_FIELDS if fields else None),
+                    evaluation=challenger, store=self.store, suite=champ.suite,
+                    policy=self.policy, champion=trial_champion,
+                    out_dir=Path(tempfile.gettempdir()),
+                    field_version=None if version is None else str(version),
+                    resampling=resampling)
+
 
 def calibrate(champion: Champion, policy: Policy, *, trials: int = 1000, seed: int = 0,
-              method: str = "resample", workers: int | None = None) -> Calibration:
+              method: str = "resample", workers: int | None = None,
+              store: BaselineStore | None = None) -> Calibration:
     """Run ``trials`` A/A trials of every built-in gate on the champion's own data.
 
-    ``workers``: processes for the evidence (default: every core; 1 = this process).
+    ``workers``: processes for the trials the plan judges (default: every core; 1 = this
+    process). ``store``: the suite's store, handed to each trial's plan (never written).
     """
+    job, n, skipped = trial_sessions(champion, policy, trials=trials, seed=seed,
+                                     method=method, store=store)
+    gates = job.gates
+    candidates = np.flatnonzero(np.logical_or.reduce([g.screen for g in gates])) \
+        if gates else np.zeros(0, dtype=np.intp)
+    failed_ids = _run_trials(job, [int(t) for t in candidates], workers)
+    fails = {g.id: np.zeros(trials, dtype=bool) for g in gates}
+    for t, ids in zip(candidates, failed_ids, strict=True):
+        for gid in ids:
+            if gid in fails:
+                fails[gid][t] = True
+    rates = [_rate(g.id, g.kind, g.metric, g.method, fails[g.id], g.n) for g in gates]
+    any_fail = np.logical_or.reduce(list(fails.values())) if fails else \
+        np.zeros(trials, dtype=bool)
+    return Calibration(
+        suite=champion.suite, champion=champion.version, trials=trials, method=method,
+        seed=seed, n_samples=n, session=_rate("session", "session", "", method, any_fail, n),
+        gates=rates, not_estimated=skipped, time=utc_now(),
+        policy={"rule": policy.rule, "confidence": policy.confidence,
+                "margin": policy.margin, "tolerance": policy.tolerance,
+                "path": policy.path})
+
+
+def trial_sessions(champion: Champion, policy: Policy, *, trials: int, seed: int = 0,
+                   method: str = "resample", store: BaselineStore | None = None
+                   ) -> tuple[_Trials, int | None, list[str]]:
+    """The trials' draws and gates (with their screens), the sample count, and the metrics
+    that cannot be estimated; ``job.plan(t, resampling)`` is trial ``t``'s session."""
     if trials < 1:
         raise ValueError(f"trials must be at least 1, got {trials}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     rng = np.random.default_rng(seed)
+    aggregation = dict(getattr(champion, "aggregation", {}) or {})
+    metrics = sorted(m for m in champion.metrics
+                     if m not in policy.ignore and not m.startswith("_"))
     vectors = {m: np.asarray(v, dtype=np.float64) for m, v in champion.samples.items()
-               if m in champion.metrics and np.asarray(v).ndim == 1 and np.asarray(v).size >= 2
+               if m in metrics and np.asarray(v).ndim == 1 and np.asarray(v).size >= 2
                and np.all(np.isfinite(v))}
     sizes = {v.size for v in vectors.values()}
     if len(sizes) > 1:
@@ -142,53 +264,74 @@ def calibrate(champion: Champion, policy: Policy, *, trials: int = 1000, seed: i
     idx_a = idx_b = None
     if n is not None:
         idx_a, idx_b = _draw(rng, n, trials, method)
-    aggregation = getattr(champion, "aggregation", {}) or {}
-    gates: list[GateRate] = []
-    fails: list[npt.NDArray[np.bool_]] = []
+    base: dict[str, npt.NDArray[np.float64]] = {}
+    cur: dict[str, npt.NDArray[np.float64]] = {}
+    runs: dict[str, npt.NDArray[np.float64]] = {}
+    picks: dict[str, npt.NDArray[np.intp]] = {}
+    sampled: dict[str, npt.NDArray[np.float64]] = {}
     skipped: list[str] = []
-    jobs: list[tuple[Job, npt.NDArray[np.bool_], int]] = []
-    metrics = sorted(m for m in champion.metrics
-                     if m not in policy.ignore and not m.startswith("_"))
     for metric in metrics:
         vector = vectors.get(metric)
+        how = aggregation.get(metric, "mean")
         repeats = champion.repeats.get(metric, [])
-        if vector is not None and idx_a is not None and idx_b is not None:
-            how = aggregation.get(metric, "mean")
-            base = _aggregate(vector[idx_a], how)
-            cur = _aggregate(vector[idx_b], how)
-            failed, label = _regression_trials(metric, vector, idx_a, idx_b, base, cur, how,
-                                               policy, jobs)
-            gates.append(_rate(logic.gate_id("regression", metric), "regression", metric,
-                               label, failed, n))
-            fails.append(failed)
-            for outcome_fn, check in _physics(metric, policy):
-                failed = np.array([not _passed(outcome_fn(float(c), float(b)), policy)
-                                   for b, c in zip(base, cur, strict=True)], dtype=bool)
-                gates.append(_rate(logic.gate_id("physics", metric, check), "physics", metric,
-                                   "aggregate", failed, n))
-                fails.append(failed)
+        if vector is not None and idx_a is not None and idx_b is not None \
+                and how in ("mean", "rms"):
+            sampled[metric] = vector
+            base[metric], cur[metric] = _aggregate(vector[idx_a], how), \
+                _aggregate(vector[idx_b], how)
         elif len(repeats) >= 3:
-            failed = _repeats_trials(metric, np.asarray(repeats, dtype=np.float64), policy,
-                                     trials, rng)
-            gates.append(_rate(logic.gate_id("regression", metric), "regression", metric,
-                               "repeats-leave-one-out", failed, len(repeats)))
-            fails.append(failed)
+            values = np.asarray(repeats, dtype=np.float64)
+            runs[metric] = values
+            picks[metric] = rng.integers(0, values.size, size=trials)
+            left = values[picks[metric]]
+            base[metric] = (values.sum() - left) / (values.size - 1)
+            cur[metric] = left
         else:
             skipped.append(metric)
-    _run_jobs(policy, jobs, workers)
-    for gate, failed in zip(gates, fails, strict=True):  # now that every trial is decided
-        gate.failures = int(failed.sum())
-        gate.rate = gate.failures / gate.trials if gate.trials else 0.0
-        gate.low, gate.high = wilson(gate.failures, gate.trials)
-    any_fail = np.logical_or.reduce(fails) if fails else np.zeros(trials, dtype=bool)
-    session = _rate("session", "session", "", method, any_fail, n)
-    return Calibration(
-        suite=champion.suite, champion=champion.version, trials=trials, method=method,
-        seed=seed, n_samples=n, session=session, gates=gates, not_estimated=skipped,
-        time=utc_now(),
-        policy={"rule": policy.rule, "confidence": policy.confidence,
-                "margin": policy.margin, "tolerance": policy.tolerance,
-                "path": policy.path})
+    # every gate on a metric the trials do not draw is left out of their sessions
+    absent = (set(champion.metrics) | set(policy.ceilings) | set(policy.spike_factors)) \
+        - set(base)
+    trial_policy = replace(policy, optional=frozenset(policy.optional | absent))
+    job = _Trials(champion, trial_policy, store or BaselineStore(Path(tempfile.gettempdir())),
+                  sampled, {m: aggregation.get(m, "mean") for m in sampled}, idx_a, idx_b,
+                  runs, picks, base, cur)
+    job.gates = _gates(job, n)
+    return job, n, skipped
+
+
+def _gates(job: _Trials, n: int | None) -> list[_Gate]:
+    """The gates the trials' sessions hold, each with its screen (vectorized over trials):
+    a regression gate can fail only where the estimate is past the tolerance (the rule's
+    condition 1), a spike only past its factor, a ceiling only above it."""
+    policy = job.policy
+    gates: list[_Gate] = []
+    for metric in sorted(job.base):
+        b, c = job.base[metric], job.cur[metric]
+        direction = policy.direction(metric)
+        paired = metric in job.vectors
+        worse = {"lower": c - b, "higher": b - c}.get(direction or "", np.abs(c - b))
+        allowed = np.maximum(policy.tolerance_for(metric) * np.abs(b), policy.abs_tolerance)
+        if paired:
+            method, size = ("paired" if direction is not None else "threshold"), n
+        else:
+            method, size = "repeats-leave-one-out", job.runs[metric].size
+        gates.append(_Gate(logic.gate_id(Kind.REGRESSION, metric), Kind.REGRESSION, metric,
+                           method, size, worse > allowed * (1 - _LOOSE),
+                           policy.tolerance_for(metric) if method == "paired" else None))
+        if metric in policy.ceilings:
+            limit = float(policy.ceilings[metric])
+            gates.append(_Gate(logic.gate_id(Kind.PHYSICS, metric, "ceiling"), Kind.PHYSICS,
+                               metric, "aggregate", size,
+                               c > limit - _LOOSE * abs(limit)))
+        if metric in policy.spike_factors:
+            factor = float(policy.spike_factors[metric])
+            limits = factor * b + policy.abs_tolerance
+            noise = paired and factor >= 1 and direction == "lower"
+            gates.append(_Gate(logic.gate_id(Kind.PHYSICS, metric, "spike"), Kind.PHYSICS,
+                               metric, "paired" if noise else "threshold", size,
+                               c > limits - _LOOSE * np.abs(limits),
+                               factor - 1 if noise else None))
+    return gates
 
 
 def _draw(rng: np.random.Generator, n: int, trials: int,
@@ -201,157 +344,88 @@ def _draw(rng: np.random.Generator, n: int, trials: int,
 
 
 def _aggregate(values: npt.NDArray[np.float64], how: str) -> npt.NDArray[np.float64]:
-    if how == "rms":
-        return np.asarray(np.sqrt(np.mean(values, axis=1)))
-    if how == "max":
-        return np.asarray(np.max(values, axis=1))
-    return np.asarray(np.mean(values, axis=1))
+    """The aggregate of each trial's drawn vector, as the evidence module defines it."""
+    mean = values.sum(axis=1) / values.shape[1]
+    return np.asarray(np.sqrt(np.maximum(mean, 0.0)) if how == "rms" else mean)
 
 
-def _passed(outcome: Outcome, policy: Policy) -> bool:
-    severity = getattr(logic, "apply_severity", None)
-    if severity is not None:
-        outcome = severity(outcome, policy)
-    return bool(outcome.passed)
+def _judge_trials(job: _Trials, trials: Sequence[int], bound: bool = True
+                  ) -> list[list[str]]:
+    """The ids of the gates each trial's session fails: ``plan.planned_outcomes`` itself
+    (one shared resampling design: it depends on the seed and the sample count only).
+
+    ``bound``: first judge only the comparisons past their limits; when none of them
+    regresses there, the session passes (see :func:`_may_fail`)."""
+    resampling = evidence.Resampling(seed=job.policy.seed)
+    found: list[list[str]] = []
+    for t in trials:
+        plan = job.plan(t, resampling)
+        if bound and not _may_fail(job, plan, t):
+            found.append([])
+            continue
+        outcomes = planned_outcomes(plan)
+        found.append([o.id for o in outcomes
+                      if o.kind in (Kind.REGRESSION, Kind.PHYSICS) and not o.passed])
+    return found
 
 
-#: above this many bootstrap comparisons the work is shared among the machine's cores
-PARALLEL_JOBS = 400
+def _may_fail(job: _Trials, plan: Plan, t: int) -> bool:
+    """Can the session of trial ``t`` fail a gate? False only when every gate past its
+    limit is a paired one, and none of them regresses when the plan's own ``judge`` weighs
+    just those comparisons (a smaller family of the session).
 
-Job = tuple[str, npt.NDArray[np.float64], npt.NDArray[np.float64], float, float, str]
-
-
-def _regression_trials(metric: str, vector: npt.NDArray[np.float64],
-                       idx_a: npt.NDArray[np.intp], idx_b: npt.NDArray[np.intp],
-                       base: npt.NDArray[np.float64], cur: npt.NDArray[np.float64], how: str,
-                       policy: Policy, jobs: list[tuple[Job, npt.NDArray[np.bool_], int]]
-                       ) -> tuple[npt.NDArray[np.bool_], str]:
-    """Failures of the regression gate in each trial, and how it is decided.
-
-    Trials that need the evidence's bootstrap are queued in ``jobs`` (decided later by
-    :func:`_run_jobs`, which writes into the returned array).
+    Exact, not an approximation: in the smaller family each comparison uses the same swap
+    design rows in the same (sample-id) order as in the session's, so the rule's conditions
+    1 and 3 are the same; its condition 2 p-value there is at most the session's (the
+    largest statistic of each swap over fewer metrics is no larger, and Bonferroni across
+    the session's families only lowers the level). Not regressing there, it cannot in the
+    session; and gates not past their limit cannot fail at all (condition 1).
     """
-    direction = policy.direction(metric)
-    tol = policy.tolerance_for(metric)
-    paired = how in ("mean", "rms") and direction is not None
-    label = "paired" if paired else "threshold"
-    failed = np.zeros(base.size, dtype=bool)
-    # loose pre-screen (half the tolerance): far inside it no rule can fail the gate
-    moved = np.abs(cur - base) > 0.5 * tol * np.abs(base)
-    if direction == "lower":
-        moved &= cur > base
-    elif direction == "higher":
-        moved &= cur < base
-    for t in np.flatnonzero(moved):
-        b, c = float(base[t]), float(cur[t])
-        if not paired:
-            failed[t] = not _passed(logic.regression(metric, c, b, policy), policy)
-        # the worst any evidence can do: if even that passes, the bootstrap is not needed
-        elif not _passed(logic.regression(metric, c, b, policy, regressed=True), policy):
-            jobs.append(((metric, vector[idx_a[t]], vector[idx_b[t]], b, c, how), failed,
-                         int(t)))
-    return failed, label
+    ev, champ = plan.evaluation, plan.champion
+    assert champ is not None
+    comparisons: list[evidence.Comparison] = []
+    for gate in job.gates:
+        if not gate.screen[t]:
+            continue
+        if gate.alone is None:
+            return True
+        spike = gate.id.endswith("/spike")
+        comp = comparison(plan, gate.metric, ev.metrics.get(gate.metric),
+                          champ.metrics.get(gate.metric),
+                          tolerance=gate.alone if spike else None,
+                          key=SPIKE + gate.metric if spike else None)
+        if comp is None:
+            return True
+        comparisons.append(comp)
+    found = judge(plan, comparisons)
+    return any(e.regressed or e.error or e.method == "threshold-only" for e in found.values())
 
 
-def _judge(policy: Policy, jobs: Sequence[Job]) -> list[bool]:
-    """The real regression gate on each (metric, champion draw, challenger draw): failed?
-
-    As the plan judges one gate: ``evidence.paired_evidence`` with the policy's rule,
-    confidence, margin and seed (one shared sign-flip design: it depends on the seed and
-    the sample count only, so the answers are the same as with a fresh one), then
-    ``logic.regression`` and the policy's severity.
-    """
-    rule = cast(evidence.Rule, policy.rule)
-    shared: dict[str, Any] = {}
-    making = getattr(evidence, "Resampling", None)
-    if making is not None:
-        shared["resampling"] = making(policy.seed)
-    verdicts = []
-    for metric, a, b_vec, b, c, how in jobs:
-        direction = policy.direction(metric)
-        options: dict[str, Any] = dict(shared)
-        if how != "mean":
-            options["aggregation"] = how
-        try:
-            found = evidence.paired_evidence(
-                a, b_vec, higher_is_better=direction == "higher",
-                threshold=policy.tolerance_for(metric), rule=rule,
-                confidence=policy.confidence, seed=policy.seed, margin=policy.margin,
-                **options)
-        except ValueError as exc:  # as the gate does: the fixed rule decides
-            outcome = logic.regression(metric, c, b, policy,
-                                       evidence={"note": f"paired test not possible: {exc}"})
-        else:
-            regressed = found.regressed if found.method != "threshold-only" else None
-            outcome = logic.regression(metric, c, b, policy, evidence=dict(found.__dict__),
-                                       regressed=regressed)
-        verdicts.append(not _passed(outcome, policy))
-    return verdicts
-
-
-def _run_jobs(policy: Policy, jobs: list[tuple[Job, npt.NDArray[np.bool_], int]],
-              workers: int | None = None) -> None:
-    """Decide the queued trials (on every core when there are many) into their arrays."""
-    if not jobs:
-        return
-    work = [job for job, _, _ in jobs]
+def _run_trials(job: _Trials, trials: list[int], workers: int | None = None
+                ) -> list[list[str]]:
+    """Judge the trials the screen let through (on every core when there are many)."""
+    if not trials:
+        return []
     cores = workers if workers is not None else (os.cpu_count() or 1)
-    if cores > 1 and len(work) >= PARALLEL_JOBS and _can_fork():
+    if cores > 1 and len(trials) >= PARALLEL_TRIALS and _can_fork():
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        chunks = [work[i::cores] for i in range(cores)]
+        chunks = [trials[i::cores] for i in range(cores)]
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(cores, mp_context=context) as pool:
-            parts = list(pool.map(_judge, [policy] * cores, chunks))
-        verdicts = [False] * len(work)
+            parts = list(pool.map(_judge_trials, [job] * cores, chunks))
+        found: list[list[str]] = [[] for _ in trials]
         for i, part in enumerate(parts):
-            verdicts[i::cores] = part
-    else:
-        verdicts = _judge(policy, work)
-    for (_, target, t), verdict in zip(jobs, verdicts, strict=True):
-        target[t] = verdict
+            found[i::cores] = part
+        return found
+    return _judge_trials(job, trials)
 
 
 def _can_fork() -> bool:
     import threading
 
     return hasattr(os, "fork") and threading.active_count() == 1
-
-
-def _physics(metric: str, policy: Policy) -> list[tuple[Any, str]]:
-    checks: list[tuple[Any, str]] = []
-    if metric in policy.ceilings:
-        limit = float(policy.ceilings[metric])
-        checks.append((lambda c, b, limit=limit: logic.ceiling(metric, c, limit), "ceiling"))
-    if metric in policy.spike_factors:
-        factor = float(policy.spike_factors[metric])
-        checks.append((lambda c, b, factor=factor: logic.spike(metric, c, b, factor, policy),
-                       "spike"))
-    return checks
-
-
-def _repeats_trials(metric: str, runs: npt.NDArray[np.float64], policy: Policy, trials: int,
-                    rng: np.random.Generator) -> npt.NDArray[np.bool_]:
-    """Leave one run out as the challenger; the others are the champion's repeats."""
-    direction = policy.direction(metric)
-    rule = cast(evidence.Rule, policy.rule)
-    verdicts: dict[int, bool] = {}
-    for j in range(runs.size):
-        others = np.delete(runs, j)
-        b, c = float(others.mean()), float(runs[j])
-        if direction is None:
-            outcome = logic.regression(metric, c, b, policy)
-        else:
-            found = evidence.repeats_evidence(
-                others, c, higher_is_better=direction == "higher",
-                threshold=policy.tolerance_for(metric), rule=rule,
-                confidence=policy.confidence, margin=policy.margin)
-            outcome = logic.regression(metric, c, b, policy, evidence=asdict(found),
-                                       regressed=found.regressed)
-        verdicts[j] = not _passed(outcome, policy)
-    picks = rng.integers(0, runs.size, size=trials)
-    return np.array([verdicts[int(j)] for j in picks], dtype=bool)
 
 
 # ---------------------------------------------------------------------------------------
@@ -455,7 +529,7 @@ def run_calibrate(store: BaselineStore, suite: str, *, trials: int = 1000, seed:
     if champion is None:
         raise GateInputError(store.suite_dir(suite), "suite has no champion to calibrate")
     result = calibrate(champion, store.policy(suite), trials=trials, seed=seed,
-                       method=method)
+                       method=method, store=store)
     if as_json:
         print(json.dumps(result.to_json(), allow_nan=False))
     else:

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gates import evidence, logic
-from gates.calibrate import _draw, calibrate, calibration_markdown, wilson
+from gates import evidence
+from gates.calibrate import _judge_trials, calibrate, calibration_markdown, trial_sessions, wilson
 from gates.model import Champion
+from gates.plan import planned_outcomes
 from gates.policy import Policy
 from gates.store import BaselineStore
 
@@ -51,12 +52,14 @@ def test_cli_on_the_bundled_champion(tmp_path: Path) -> None:
     assert stored["schema"] == "gates-calibration/1" and stored["champion"] == 1
     assert stored["trials"] == 300 and stored["n_samples"] == 32
     gate = next(g for g in stored["gates"] if g["id"] == "physics/bc_violation/spike")
-    # 32 heavy-tailed samples: the 1.5 x spike limit is crossed by chance alone
-    assert gate["rate"] > 0.05 and "warning" in done.stderr and "above 1.0 %" in done.stderr
-    assert stored["session"]["rate"] >= gate["rate"]
+    # 32 heavy-tailed samples cross the 1.5 x spike limit by chance, but the session's
+    # noise-aware spike does not fail them: the whole family keeps its 1 % promise
+    assert gate["method"] == "paired" and gate["rate"] < 0.02
+    assert stored["session"]["rate"] < 0.03 and stored["session"]["rate"] >= gate["rate"]
+    # a max-aggregated field metric has no per-sample mean to resample
+    assert "field/max_error" in stored["not_estimated"]
     md = calibration_markdown(BaselineStore(store_root), "burgers1d")
     assert md is not None and md.startswith("### calibration: burgers1d")
-    assert "physics/bc_violation/spike" in md and "**warning**" in md
 
 
 def test_a_quiet_suite_passes_its_reruns(tmp_path: Path) -> None:
@@ -88,24 +91,44 @@ def test_no_champion_no_calibration(tmp_path: Path) -> None:
     assert calibration_markdown(BaselineStore(tmp_path / "baselines"), "empty") is None
 
 
-def test_the_screen_skips_only_trials_no_evidence_could_fail() -> None:
-    """Same failure counts as judging every trial of every gate with the evidence."""
-    champion, policy, trials = noisy_champion(), Policy(), 120
-    result = calibrate(champion, policy, trials=trials, seed=3, workers=1)
-    rng = np.random.default_rng(3)
-    idx_a, idx_b = _draw(rng, 24, trials, "resample")
-    for gate in (g for g in result.gates if g.kind == "regression"):
-        vector = champion.samples[gate.metric]
-        fails = 0
-        for t in range(trials):
-            a, b = vector[idx_a[t]], vector[idx_b[t]]
-            found = evidence.paired_evidence(a, b, higher_is_better=False, threshold=0.1,
-                                             rule="confident", seed=policy.seed)
-            outcome = logic.regression(gate.metric, float(b.mean()), float(a.mean()), policy,
-                                       evidence=dict(found.__dict__),
-                                       regressed=found.regressed)
-            fails += not outcome.passed
-        assert gate.failures == fails, gate
+@pytest.mark.parametrize(("method", "policy"), [
+    ("resample", Policy(confidence=0.8)), ("split", Policy(rule="threshold"))])
+def test_each_trial_is_the_plans_own_session(method: str, policy: Policy) -> None:
+    """Same failures as running ``planned_outcomes`` on every trial, screens off."""
+    champion, trials = noisy_champion(n=16, sigma=1.0, metrics=4, seed=2), 120
+    result = calibrate(champion, policy, trials=trials, seed=3, method=method, workers=1)
+    job, _, _ = trial_sessions(champion, policy, trials=trials, seed=3, method=method)
+    every = _judge_trials(job, range(trials), bound=False)
+    for gate in result.gates:
+        assert gate.failures == sum(gate.id in ids for ids in every), gate
+    assert result.session.failures == sum(bool(ids) for ids in every) > 0
+    # and a trial is a plain session: the plan's own outcomes, champion v1 vs a rerun
+    plan = job.plan(0, evidence.Resampling(seed=policy.seed))
+    assert plan.champion is not None and plan.champion.sample_ids is not None
+    assert set(plan.evaluation.metrics) == set(champion.metrics)
+    kinds = {o.kind for o in planned_outcomes(plan)}
+    assert {"regression", "physics", "promotion"} <= kinds
+
+
+def test_severity_warn_never_fails_a_rerun() -> None:
+    champion = noisy_champion(n=16, sigma=1.0, metrics=4, seed=2)
+    loud = calibrate(champion, Policy(), trials=200, workers=1)
+    quiet = calibrate(champion, Policy(severities={"regression": "warn", "physics": "warn"}),
+                      trials=200, workers=1)
+    assert loud.session.failures > 0 and quiet.session.failures == 0
+
+
+def test_a_spike_is_judged_by_its_evidence() -> None:
+    """The spike limit's point estimate is crossed often; the session's spike fails only
+    when the per-sample evidence supports the jump (as ``plan._spike`` decides)."""
+    champion = noisy_champion(n=32, sigma=1.5, metrics=1, seed=5)
+    policy = Policy(spike_factors={"bc_violation": 1.2})
+    result = calibrate(champion, policy, trials=300, workers=1)
+    job, _, _ = trial_sessions(champion, policy, trials=300)
+    spike = next(g for g in job.gates if g.id == "physics/bc_violation/spike")
+    rate = next(g for g in result.gates if g.id == spike.id)
+    assert rate.method == "paired" and spike.screen.mean() > 0.1
+    assert rate.rate < 0.03
 
 
 def test_parallel_workers_give_the_same_answer() -> None:
@@ -123,6 +146,16 @@ def test_repeats_are_left_out_one_at_a_time() -> None:
     (gate,) = result.gates
     assert gate.id == "regression/nrmse" and gate.method == "repeats-leave-one-out"
     assert gate.n == 5 and result.not_estimated == ["mae"]
+    # each trial's session: the champion's other runs as its repeats, judged by the plan
+    job, _, _ = trial_sessions(champion, Policy(), trials=100)
+    plan = job.plan(0, evidence.Resampling())
+    assert plan.champion is not None and len(plan.champion.repeats["nrmse"]) == 4
+    (outcome,) = [o for o in planned_outcomes(plan) if o.kind == "regression"]
+    assert outcome.evidence["method"] == "seed-t"  # the repeats test of gates.evidence
+    wild = Champion(suite="demo", version=1, metrics={"nrmse": 0.1},
+                    repeats={"nrmse": [0.1, 0.1001, 0.0999, 0.1, 0.2]})
+    (gate,) = calibrate(wild, Policy(), trials=200).gates
+    assert gate.failures > 0  # the outlier run, left out, is judged against tight runs
 
 
 def test_split_method_and_wilson() -> None:
