@@ -78,9 +78,10 @@ def change_chart(outcomes: list[Outcome], path: Path) -> Path | None:
 
 
 def physics_chart(outcomes: list[Outcome], path: Path) -> Path | None:
-    """Each physics ceiling: the value as a share of its ceiling, labelled with both."""
-    gates = [o for o in outcomes if o.kind == "physics" and o.id.endswith("/ceiling")
-             and o.current is not None and o.threshold]
+    """Each physics ceiling and spike: the value as a share of its limit, labelled with
+    both (a spike's limit is its factor times the champion's value)."""
+    gates = [o for o in outcomes if o.kind == "physics" and o.current is not None
+             and o.threshold and o.id.endswith(("/ceiling", "/spike"))]
     if not gates:
         return None
     fig, ax = _figure(1.4 + 0.45 * len(gates))
@@ -88,14 +89,16 @@ def physics_chart(outcomes: list[Outcome], path: Path) -> Path | None:
     shown = [min(s, 150.0) if math.isfinite(s) else 150.0 for s in shares]
     ys = range(len(gates))
     ax.barh(ys, shown, color=[COLOURS.get(str(o.status), "#555") for o in gates])
-    ax.axvline(100, color="black", lw=1.5, ls="--", label="ceiling")
+    ax.axvline(100, color="black", lw=1.5, ls="--", label="limit")
     for y, o, s in zip(ys, gates, shown, strict=True):
-        ax.text(s + 1, y, f"{o.current:.3g} / {o.threshold:g}", va="center", fontsize=8)
-    ax.set_yticks(list(ys), [o.metric for o in gates])
+        ax.text(s + 1, y, f"{o.current:.3g} / {o.threshold:.3g}", va="center", fontsize=8)
+    labels = [f"{o.metric} ({o.id.rsplit('/', 1)[1]})" for o in gates]
+    ax.set_yticks(list(ys), labels)
     ax.invert_yaxis()
     ax.set_xlim(0, 175)
-    ax.set_xlabel("value as % of its ceiling (value / ceiling shown at bar end)")
-    ax.set_title("Physics gates: values against ceilings")
+    ax.set_xlabel("value as % of its limit (value / limit at bar end; spike limit = factor x "
+                  "champion)")
+    ax.set_title("Physics gates: values against ceilings and spikes")
     _status_legend(ax, gates, extra=True)
     fig.savefig(path, dpi=110)
     return path
