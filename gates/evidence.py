@@ -50,8 +50,8 @@ Session (many gates at once)
     A session gates tens of metrics; what a user sees is whether a pure rerun fails
     *anything*.  :func:`regression_evidence` takes every gate of the session: metrics on the
     same samples share one swap design (:class:`Resampling`), and condition 2 uses the
-    max-T adjustment (Westfall-Young): a metric's p-value is the share of swaps whose
-    *largest* studentized statistic over all those metrics reaches its own.  Swapping the
+    min-P adjustment (Westfall-Young): a metric's p-value is the share of swaps under which
+    the *smallest* of all those metrics' own swap p-values reaches its own.  Swapping the
     same samples in every metric keeps their correlation (mse, rmse, nrmse, rel_l2 of the
     same errors move together and cost almost nothing), so a pure rerun fails the whole
     family at most ``1 - confidence``, exactly.  Separate families (other sample sets,
@@ -270,7 +270,7 @@ def regression_evidence(
     """Evidence and verdict for every regression gate of a session, keyed by metric.
 
     The gate function the plan calls: pass *all* of a session's comparisons in one call,
-    so condition 2 is adjusted over them (max-T within metrics on the same samples,
+    so condition 2 is adjusted over them (min-P within metrics on the same samples,
     Bonferroni across such families and repeats).  Each comparison gets the paired
     sign-flip test when both sides have per-sample vectors that reproduce the aggregates,
     else the repeats test when the baseline has >= 2 repeats, else the threshold rule;
@@ -836,7 +836,7 @@ def _canonical(members: list[_Paired]) -> None:
 
 def _family(members: list[_Paired], rs: Resampling, groups: int, rule: Rule,
             confidence: float, margin: float, size: int = 1) -> list[Evidence]:
-    """Decide every member of one family (same samples): max-T across them for condition 2."""
+    """Decide every member of one family (same samples): min-P across them for condition 2."""
     n = members[0].n
     _canonical(members)
     x = np.empty((n, 2 * len(members)))
@@ -854,20 +854,11 @@ def _family(members: list[_Paired], rs: Resampling, groups: int, rule: Rule,
     totals = sign * diffs.sum(axis=0)[:, None]
     stats_rows = (totals - 2.0 * sign * (sums[0::2] - sums[1::2])) / safe
     stats_rows[same] = -math.inf
-    observed = stats_rows[:, 0].copy()
-    top = np.sort(stats_rows.max(axis=0))  # ascending
-    level = alpha / groups
-    allowed = _max_count(level, top.size)
-    cut = top[max(top.size - 1 - allowed, 0)]  # reject when the statistic is above it
-    reach = top.size - np.searchsorted(top, observed - 1e-12 * np.abs(observed), side="left")
-    levels = np.count_nonzero(stats_rows > cut, axis=1) / top.size
+    p_adj, level_j = _min_p(stats_rows, same, alpha / groups)
+    p_adj = np.minimum(1.0, groups * p_adj)
     out = []
     for j, p in enumerate(members):
         flips = _Flips(p, rs, (sums[2 * j], sums[2 * j + 1]))
-        if same[j]:
-            p_adj, level_j = 1.0, level
-        else:
-            p_adj, level_j = min(1.0, groups * float(reach[j]) / top.size), float(levels[j])
         worse_side = _Sided(p, flips, toward="worse")
         p_margin = worse_side.p(margin * p.comp.tolerance)
         comp = p.comp
@@ -875,7 +866,7 @@ def _family(members: list[_Paired], rs: Resampling, groups: int, rule: Rule,
         past = threshold_regressed(p.agg_c, p.agg_b, higher_is_better=comp.higher_is_better,
                                    tolerance=comp.tolerance if rule != "significant" else 0.0,
                                    abs_tolerance=comp.abs_tolerance)
-        regressed = _decide(rule, past, p_adj <= alpha, p_margin <= MARGIN_LEVEL)
+        regressed = _decide(rule, past, bool(p_adj[j] <= alpha), p_margin <= MARGIN_LEVEL)
         r_abs = comp.abs_tolerance / abs(p.agg_b)
         r1 = max(comp.tolerance, r_abs)
         r2 = worse_side.detect(level_j, 0.0) if level_j > 0 else math.inf
@@ -884,11 +875,70 @@ def _family(members: list[_Paired], rs: Resampling, groups: int, rule: Rule,
                       "confident": max(r1, r2, r3)}[rule]
         lo, hi = flips.change_interval(confidence)
         what = f"{n} samples" + (" (every swap enumerated)" if rs.exact(n) else "")
-        out.append(_record("paired-sign-flip", p.change, (lo, hi), p_adj, p_margin, n,
+        out.append(_record("paired-sign-flip", p.change, (lo, hi), float(p_adj[j]), p_margin, n,
                            detectable, rs.seed, regressed, rule, comp.tolerance, margin,
                            confidence, size,
                            worse, past, what=what, more="samples"))
     return out
+
+
+def _min_p(stats_rows: _Array, same: npt.NDArray[np.bool_], level: float
+           ) -> tuple[_Array, float]:
+    """Westfall-Young single-step min-P over one family: adjusted p-values, and the per-metric
+    level that the adjustment leaves (the same for every member).
+
+    ``stats_rows`` (members, rows): each member's statistic under every swap pattern, row 0
+    observed.  Each member's statistics become its own swap p-values first, so members with
+    differently shaped null distributions (a few dominant samples against many similar
+    ones) weigh alike; a max over the raw statistics lets the smooth ones drown the rest.
+    Only the tail that can be rejected (own p-values <= ``level``) is ranked, so the cost is
+    linear in the rows: there the adjusted p-values and the decision are exact; above it
+    an adjusted p-value is the own one times the family's effective number of tests
+    (``level`` over the per-metric level), which only describes it.
+    """
+    members, rows = stats_rows.shape
+    slack = 1e-12 * np.abs(stats_rows[:, :1])
+    own = np.where(same, 1.0, np.count_nonzero(stats_rows >= stats_rows[:, :1] - slack,
+                                               axis=1) / rows)
+    allowed = _max_count(level, rows)
+    if members == 1 or allowed == 0:
+        factor = 1.0 if members == 1 else float(members)
+        return np.minimum(1.0, own * factor), (level if members == 1 else 0.0)
+    # each member's rows whose own p-value can be <= level: its `allowed` largest, with ties
+    kth = rows - allowed
+    edge = np.partition(stats_rows, kth, axis=1)[:, kth]
+    tail = (stats_rows >= (edge - 1e-12 * np.abs(edge))[:, None]) & ~same[:, None]
+    member, row = np.nonzero(tail)
+    values = stats_rows[member, row]
+    order = np.lexsort((-values, member))  # by member, largest first
+    member, row, values = member[order], row[order], values[order]
+    start = np.r_[0, np.flatnonzero(np.diff(member)) + 1]
+    first = np.zeros(member.size, dtype=np.int64)
+    first[start] = start
+    position = np.arange(member.size)
+    # own p of an entry: how many of its member's rows are >= it (ties count together)
+    tie_end = position.copy()
+    newer = np.r_[np.abs(np.diff(values)) > 1e-12 * np.abs(values[1:]), True]
+    newer[np.r_[start[1:] - 1, member.size - 1]] = True  # a member's last entry ends a run
+    ends = np.flatnonzero(newer)
+    tie_end = ends[np.searchsorted(ends, position)]
+    group_start = np.maximum.accumulate(first)
+    own_tail = (tie_end - group_start + 1) / rows
+    keep = own_tail <= level * (1 + 1e-12)
+    smallest = np.full(rows, np.inf)
+    np.minimum.at(smallest, row[keep], own_tail[keep])
+    smallest = np.sort(smallest)
+    per_metric = 0.0
+    for k in range(allowed, 0, -1):  # the largest own p-value still rejected
+        candidate = float(smallest[k - 1])
+        if math.isfinite(candidate) and np.searchsorted(
+                smallest, candidate * (1 + 1e-12), side="right") <= allowed:
+            per_metric = candidate
+            break
+    exact = np.searchsorted(smallest, own * (1 + 1e-12), side="right") / rows
+    scale = level / per_metric if per_metric > 0 else float(members)
+    adjusted = np.where(own <= level * (1 + 1e-12), exact, np.minimum(1.0, own * scale))
+    return np.maximum(adjusted, own), per_metric
 
 
 # ---------------------------------------------------------------------------------------

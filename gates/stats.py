@@ -13,7 +13,7 @@ Sign-flip designs (:class:`Resampling`)
     ``n_flips - 1`` uniform random patterns (a Monte Carlo permutation test, exact in
     level because the observed pattern is counted).  A design depends only on the seed and
     ``n``: it is drawn once per sample count and shared by every metric of a session,
-    which is what makes the max-T adjustment across metrics valid (the same samples are
+    which is what makes the min-P adjustment across metrics valid (the same samples are
     swapped in every metric, so the joint null distribution is kept).
 
     Everything the tests need is linear in the data: with ``u = F @ c`` and ``v = F @ b``
@@ -47,7 +47,7 @@ class Resampling:
     Create one per session (``Resampling(seed=policy.seed)``) and pass it to every
     evidence call: each design is drawn once and reused, and metrics of the same samples
     are swapped together, which :func:`gates.evidence.regression_evidence` needs for
-    simultaneous (max-T) p-values.  Thread-compatible, not thread-safe (a plain cache).
+    simultaneous (min-P) p-values.  Thread-compatible, not thread-safe (a plain cache).
     """
 
     def __init__(self, seed: int = 0, n_flips: int = DEFAULT_FLIPS) -> None:
