@@ -3,32 +3,30 @@
 The verdict-quality benchmark answers this on simulated data; here it is answered on the
 suite's own champion. Each trial draws two evaluation sets of the champion's own size
 from its per-sample vectors (``resample``: with replacement, independently; ``split``: a
-random half each), treats one as the champion and the other as a challenger of exactly
-the same quality, and runs the real gates on them: the regression rule of
-``gates.logic.regression`` with the noise-aware evidence of ``gates.evidence`` under the
-suite's policy (rule, confidence, margin, seed, tolerances, severities), the physics
-ceilings and spikes of ``gates.logic``. A trial fails the session when any of those gates
-fails. Every metric uses the same drawn samples in a trial, so correlated metrics fail
-together as they would in a real session.
+random half each), makes one the champion (:class:`gates.model.Champion`) and the other a
+challenger of exactly the same quality (:class:`gates.model.Evaluation`, its metrics the
+aggregates of the drawn vectors), and runs the session's own gates on them:
+``gates.plan.planned_outcomes`` under the suite's policy. So a trial is judged exactly as a
+session is: every regression and spike comparison in one family of
+``evidence.regression_evidence`` (max-T adjusted, one shared resampling design), spikes
+noise-aware, ceilings on the aggregates, severities by ``logic.apply_severity``. A gate
+fails a trial when its outcome does not pass; the session fails when any regression or
+physics gate does (promotion never fails it). Every metric uses the same drawn samples in
+a trial, so correlated metrics fail together as they would in a real session.
 
-The two sides are independent draws from the champion's samples: a challenger of exactly
-the champion's quality, evaluated on another set of the same size. The paired test keeps
-its per-gate promise there (a pure rerun fails one gate at most ``1 - confidence`` of the
-time); what this measures is everything around it on the suite's real data: the session
-as a whole (tens of gates at once), physics ceilings and spikes (no noise model), metrics
-judged by the fixed threshold (no vectors, ``max`` aggregation, unknown direction).
-Metrics with only repeated runs (``repeats``) are calibrated by leaving one run out as
-the challenger; metrics with neither are reported as not estimated. Rates come with a
-95 % Wilson interval.
+Metrics with only repeated runs (``repeats``) take part by leaving one run out as the
+challenger, the others being the champion's repeats. Metrics with neither, and
+``max``-aggregated ones (a resampled maximum is no model of a rerun's), are reported as
+not estimated, and the trials' sessions leave their gates out. Rates come with a 95 %
+Wilson interval.
 
-Each regression gate is judged as the plan judges it today: one
-``evidence.paired_evidence`` call per gate. Should the plan judge a session's gates as
-one family (``evidence.regression_evidence``, adjusted over the metrics), these per-gate
-rates stay exact and the session rate becomes an upper bound.
-
-Cost: the evidence only runs for trials in which the estimate is past the tolerance
-(``logic.regression`` with ``regressed=True`` tells which: outside them no evidence can
-fail the gate), on every core when there are many.
+Cost: a gate can fail only past its limit by point estimate (the rule's condition 1 for
+regressions and spikes, a plain threshold for ceilings), checked for every trial at once;
+the other trials pass without a session. Of the rest, a trial whose gates past their
+limits are all paired is first judged on just those comparisons (the plan's own ``judge``,
+a smaller family: it cannot regress less than the session's, see :func:`_may_fail`); only
+when one regresses there does the whole session run. Those run on every core when there
+are many.
 """
 
 from __future__ import annotations
@@ -375,11 +373,12 @@ def _may_fail(job: _Trials, plan: Plan, t: int) -> bool:
     just those comparisons (a smaller family of the session).
 
     Exact, not an approximation: in the smaller family each comparison uses the same swap
-    design rows in the same (sample-id) order as in the session's, so the rule's conditions
-    1 and 3 are the same; its condition 2 p-value there is at most the session's (the
-    largest statistic of each swap over fewer metrics is no larger, and Bonferroni across
-    the session's families only lowers the level). Not regressing there, it cannot in the
-    session; and gates not past their limit cannot fail at all (condition 1).
+    design rows in the same (sample-id) order as in the session's (the same sums, up to
+    rounding), so the rule's conditions 1 and 3 are the same; its condition 2 p-value there
+    is at most the session's (the largest statistic of each swap over fewer metrics is no
+    larger, and Bonferroni across the session's families only lowers the level). Not
+    regressing there, it cannot in the session; and gates not past their limit cannot fail
+    at all (condition 1).
     """
     ev, champ = plan.evaluation, plan.champion
     assert champ is not None
@@ -516,7 +515,7 @@ def render(result: Calibration) -> list[str]:
     lines.append(f"{'session (any gate fails)':<{width}}  {'':<22}  {_pct(s.rate):>7}  "
                  f"{_pct(s.low)} to {_pct(s.high)}")
     if result.not_estimated:
-        lines.append(f"not estimated (no per-sample vectors or >= 3 repeats): "
+        lines.append(f"not estimated (no per-sample mean or rms vectors, nor >= 3 repeats): "
                      f"{', '.join(result.not_estimated)}")
     return lines
 

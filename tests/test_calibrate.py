@@ -171,7 +171,9 @@ def test_split_method_and_wilson() -> None:
 
 @pytest.mark.slow
 def test_bench_calibrate_1000_trials_100_samples_30_metrics() -> None:
-    """Figures for the closing note (slow; run with -m slow)."""
+    """Figures for the closing note (slow; run with -m slow): target under 10 s on 2 cores."""
+    import resource
+
     rng = np.random.default_rng(1)
     names = [f"nrmse@{k}" for k in range(27)] + ["conservation_gap", "bc_violation",
                                                  "negativity_penalty"]
@@ -180,13 +182,21 @@ def test_bench_calibrate_1000_trials_100_samples_30_metrics() -> None:
                for m in names}
     champion = Champion(suite="s", version=1, samples=samples,
                         metrics={m: float(v.mean()) for m, v in samples.items()})
-    started, cpu = time.perf_counter(), time.process_time()
+
+    def children() -> float:
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return used.ru_utime + used.ru_stime
+
+    started, cpu, kids = time.perf_counter(), time.process_time(), children()
     result = calibrate(champion, Policy(), trials=1000)
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    wall = time.perf_counter() - started
+    cpu = time.process_time() - cpu + children() - kids
     print(f"\ncalibrate 1,000 trials x 100 samples x 30 metrics ({len(result.gates)} gates): "
-          f"{wall:.2f} s wall, {cpu:.2f} s CPU; session rate {100 * result.session.rate:.1f} %")
+          f"{wall:.2f} s wall, {cpu:.2f} s CPU (all processes); session rate "
+          f"{100 * result.session.rate:.1f} %")
     started, cpu = time.perf_counter(), time.process_time()
     serial = calibrate(champion, Policy(), trials=1000, workers=1)
     print(f"  in one process: {time.perf_counter() - started:.2f} s wall, "
           f"{time.process_time() - cpu:.2f} s CPU (same answer: "
           f"{serial.session.failures == result.session.failures})")
+    assert serial.session.failures == result.session.failures
