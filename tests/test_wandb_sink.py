@@ -63,9 +63,12 @@ def test_alert_lines() -> None:
 
 
 def test_the_evidence_line_follows_the_message() -> None:
+    """The terminal's evidence line (change, interval, p-value, n, detectable, seed)."""
+    from gates.sinks.local import evidence_text
+
     row = results_rows(OUTCOMES[:1])[0]
-    assert row[-1].startswith("nrmse is 23.1 % worse [paired-bootstrap, change +23.1%, ")
-    assert "p=0.001, n=32, detectable 5.0%, seed 7]" in row[-1]
+    assert row[-1] == f"nrmse is 23.1 % worse [{evidence_text(OUTCOMES[0])}]"
+    assert "p=0.001" in row[-1] and "n=32" in row[-1] and "seed 7" in row[-1]
 
 
 def test_record_holds_the_contract(tmp_path: Path) -> None:

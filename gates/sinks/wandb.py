@@ -40,6 +40,7 @@ import os
 import pickle
 import secrets
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -357,6 +358,8 @@ class WandbSink:
         self.mode = mode
         self._child: _Child | None = None
         self._standby: _Child | None = None
+        self._init: dict[str, Any] = {}
+        self._logged = False
 
     # -- hooks --
 
@@ -372,8 +375,8 @@ class WandbSink:
         out = Path(out_dir) if out_dir else _out_dir_of(plan)
         timeout = timeout_of(plan)
         window = timeout - reserve_of(timeout) if mode == "online" else timeout
-        self._child = _Child({"init": init_options(plan, out, mode),
-                              "init_timeout": init_timeout(window)})
+        self._init = init_options(plan, out, mode)
+        self._child = _Child({"init": self._init, "init_timeout": init_timeout(window)})
         if mode == "online":
             offline = init_options(plan, out, "offline") | {"dir": str(out)}
             self._standby = _Child({"init": offline, "defer": True,
@@ -394,7 +397,12 @@ class WandbSink:
     def close(self) -> None:
         """Let the children go: each ends by itself when its input ends (a run opened for
         a session that ended without a result is finished and removed first)."""
-        if self._child is not None:
+        if self._child is not None and not self._logged and self._init["mode"] == "offline":
+            # nothing to finish gracefully: stop it and remove what it began
+            self._child.kill()
+            for begun in Path(self._init["dir"]).glob(f"wandb/offline-run-*-{self._init['id']}"):
+                shutil.rmtree(begun, ignore_errors=True)
+        elif self._child is not None:  # an online run is finished by the child itself
             self._child.release(wait=5.0)
         if self._standby is not None:
             self._standby.release(wait=0.0)  # it opened nothing: no need to wait for it
@@ -423,6 +431,7 @@ class WandbSink:
         answer = self._child.run(record, online_deadline)
         if answer.get("run_dir"):
             result.wandb_run_dir = Path(answer["run_dir"])
+            self._logged = True
             return
         if self._standby is None:
             raise WandbFailed(answer["error"])
@@ -435,6 +444,7 @@ class WandbSink:
 
     def _kept_offline(self, result: SessionResult, run_dir: Path, why: str) -> None:
         result.wandb_run_dir = run_dir
+        self._logged = True
         self._warn(result, f"W&B online logging failed ({why}); the session's record is "
                            f"kept offline: upload it with `wandb sync {run_dir}`")
 
