@@ -46,7 +46,7 @@ def synthetic(folder: Path, n: int, *, samples: int = 0) -> tuple[Path, Path, in
         report.parent.mkdir(exist_ok=True)
         report.write_text(json.dumps({"metrics": metrics, "extra": {"suite": "synthetic"}}))
         if samples:
-            np.savez(report.with_name(f"{label}_samples.npz"), **vectors)
+            np.savez(report.with_name(f"{label}_samples.npz"), **vectors)  # type: ignore[arg-type]
         reports.append(report)
     first = gates_cmd(reports[0], store, "off") + ["--gates-promote", "--gates-suite",
                                                    "synthetic"]
