@@ -29,7 +29,7 @@ call per trial (one call per *session* for the session cells), and prints:
   ratio-of-means oracle; physics "supported worse" on pure reruns.
 
 Run: ``pytest tests/bench_verdicts.py -m slow -s`` or ``python -m tests.bench_verdicts``
-(about 5 minutes on 2 cores).  ``--quick`` divides the trials by 10.
+(about 20 minutes on 2 busy cores).  ``--quick`` divides the trials by 10.
 """
 
 from __future__ import annotations
