@@ -140,20 +140,6 @@ def test_xdist_plans_once_with_arrays(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("n", [1000, 10_000])
-def test_wandb_offline_cost(tmp_path: Path, n: int) -> None:
-    report, store, _ = synthetic(tmp_path, n)
-    env = hermetic_wandb_env(tmp_path / "wandb-home")
-    del env["WANDB_DIR"]
-    a, b = paired(gates_cmd(report, store, "offline"), gates_cmd(report, store, "off"), env,
-                  tmp_path, rounds=3)
-    added = [x - y for x, y in zip(a, b, strict=True)]
-    print(f"\n{n} metrics: --gates-wandb offline against off: {summary(a, b)}; W&B adds "
-          f"median {statistics.median(added):.2f} s (min {min(added):.2f}, "
-          f"max {max(added):.2f}); target <= 1.0 s at 10,000")
-
-
-@pytest.mark.slow
 def test_plugin_cost_in_a_session_without_gates(tmp_path: Path) -> None:
     """500 trivial tests with only this plugin loaded against none (autoload off)."""
     env = hermetic_wandb_env(tmp_path / "wandb-home")
