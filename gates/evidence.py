@@ -909,6 +909,8 @@ def _min_p(stats_rows: _Array, same: npt.NDArray[np.bool_], level: float
     edge = np.partition(stats_rows, kth, axis=1)[:, kth]
     tail = (stats_rows >= (edge - 1e-12 * np.abs(edge))[:, None]) & ~same[:, None]
     member, row = np.nonzero(tail)
+    if member.size == 0:  # every member identical to the champion: nothing to reject
+        return own, 0.0
     values = stats_rows[member, row]
     order = np.lexsort((-values, member))  # by member, largest first
     member, row, values = member[order], row[order], values[order]

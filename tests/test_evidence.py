@@ -726,3 +726,20 @@ def test_repeats_properties(
         assert a.regressed == b.regressed
         assert b.change == pytest.approx(a.change, rel=1e-9, abs=1e-12)
         assert w.regressed or not a.regressed
+
+
+def test_a_session_identical_to_the_champion_is_judged_not_crashed() -> None:
+    """Every metric equal to the champion's on every sample (a rerun of the champion's own
+    report): nothing to reject, every gate passes, p = 1."""
+    import numpy as np
+
+    from gates.evidence import Comparison, Resampling, regression_evidence
+
+    rng = np.random.default_rng(3)
+    comps = []
+    for name in ("mse", "mae", "nrmse"):
+        vector = rng.lognormal(-3.0, 0.5, 32)
+        comps.append(Comparison(name, float(vector.mean()), float(vector.mean()), False, 0.1,
+                                1e-12, vector, vector.copy()))
+    found = regression_evidence(comps, resampling=Resampling(0))
+    assert all(not e.regressed and e.p_value == 1.0 for e in found.values())
