@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from gates.evidence import relative_change
+from gates.evidence import relative_change, threshold_regressed
 from gates.model import Kind, Outcome, Status
 from gates.policy import Policy
 
@@ -115,7 +115,8 @@ def regression(metric: str, current: float | None, baseline: float | None, polic
         return Outcome(gid, kind, metric, status, current, baseline, pct(change), threshold,
                        f"{metric} {verb}: {arrow}; allowed {tol:.0%} either way{hint}", ev)
     sign = 1.0 if direction == "lower" else -1.0
-    by_threshold = sign * (current - baseline) - allowed > slack
+    by_threshold = threshold_regressed(current, baseline, higher_is_better=direction == "higher",
+                                       tolerance=tol, abs_tolerance=policy.abs_tolerance)
     failed = by_threshold if regressed is None else (regressed and by_threshold)
     better = max(policy.improvement * abs(baseline), policy.abs_tolerance)
     improved = sign * (baseline - current) - better > slack and not failed
