@@ -85,8 +85,6 @@ class RegressionSection(_Section):
         DEFAULT_CONFIDENCE
     margin: Number = CONFIDENT_MARGIN
     seed: Annotated[int, BeforeValidator(_no_bool)] = 0
-    hard_limit: Annotated[float, BeforeValidator(_no_bool), Field(ge=1, allow_inf_nan=False)] \
-        = 3.0
 
 
 class PhysicsSection(_Section):
@@ -137,7 +135,6 @@ class Policy:
     higher_is_better: frozenset[str] = frozenset()
     lower_is_better: frozenset[str] = frozenset()
     rule: str = DEFAULT_RULE
-    hard_limit: float = 3.0
     confidence: float = DEFAULT_CONFIDENCE
     margin: float = CONFIDENT_MARGIN
     seed: int = 0
@@ -224,7 +221,7 @@ def policy_from_mapping(data: Mapping[str, Any], where: str) -> Policy:
     return Policy(
         tolerance=reg.tolerance, improvement=reg.improvement, abs_tolerance=reg.abs_tolerance,
         tolerances=dict(reg.tolerances), higher_is_better=reg.higher_is_better,
-        lower_is_better=reg.lower_is_better, rule=reg.rule, hard_limit=reg.hard_limit,
+        lower_is_better=reg.lower_is_better, rule=reg.rule,
         confidence=reg.confidence, margin=reg.margin, seed=reg.seed,
         ceilings=ceilings, spike_factors=spikes,
         primary_metric=prom.primary_metric, primary_direction=prom.primary_direction,
