@@ -35,8 +35,6 @@ VALUE_OPTIONS = ("eval", "eval-row", "baselines", "suite", "out", "wandb", "wand
                  "arrays", "training-log", "leaderboard", "dask-scheduler")
 #: ``python -m gates run`` switches, without their ``--gates-`` prefix
 FLAG_OPTIONS = ("promote", "require-promotion", "strict", "no-ledger")
-#: statuses of a gate that failed the verdict (``warn`` and the promotion answer do not)
-FAILING = ("fail", "changed", "incomparable", "error")
 USAGE_ERROR = int(pytest.ExitCode.USAGE_ERROR)
 REIMPORTED = "Module already imported so cannot be rewritten; gates"
 
@@ -87,7 +85,9 @@ class GatesRun:
     @property
     def failed_gates(self) -> list[dict[str, Any]]:
         """The gates that failed the verdict (not ``warn``, not the promotion answer)."""
-        return [g for g in self.report.get("gates", []) if g.get("status") in FAILING]
+        from gates.model import PASSING
+
+        return [g for g in self.report.get("gates", []) if g.get("status") not in PASSING]
 
 
 Verdict = GatesRun  # the name of this class before promotion became its own answer

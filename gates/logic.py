@@ -49,7 +49,12 @@ def describe_change(change: float, direction: str | None) -> str:
 def apply_severity(outcome: Outcome, policy: Policy) -> Outcome:
     """A failing gate whose severity is ``warn`` is reported as ``warn`` and does not fail."""
     severity = policy.severity(outcome.kind, outcome.metric)
-    if severity == "warn" and outcome.status in (Status.FAIL, Status.CHANGED):
+    # NaN, a missing value or a strict no_baseline is bad data, not a tolerated change:
+    # only a threshold or evidence failure of a built-in gate can be softened
+    hard = outcome.kind != Kind.CUSTOM and (
+        outcome.current is None or not math.isfinite(outcome.current)
+        or (outcome.baseline is None and not outcome.id.endswith("/ceiling")))
+    if severity == "warn" and outcome.status in (Status.FAIL, Status.CHANGED) and not hard:
         return replace(outcome, status=Status.WARN, severity="warn",
                        message=f"warn ({outcome.status} at severity warn): {outcome.message}")
     return replace(outcome, severity=severity) if severity != outcome.severity else outcome
@@ -288,8 +293,10 @@ def promotion(current: Mapping[str, float], champion: Mapping[str, float] | None
             reasons.append(f"{name} {old:.6g} -> {now:.6g} exceeds {ratio:g} x the champion's")
     if reasons:
         return answer(False, change, "not promotable: " + "; ".join(reasons))
+    warned = [o.id for o in others if o.status == Status.WARN]
+    also = f" ({len(warned)} at severity warn: {', '.join(warned[:3])})" if warned else ""
     return answer(True, change, f"promotable: {metric} {said} ({base:.6g} -> {value:.6g}); "
-                                "every regression and physics gate passes")
+                                f"no regression or physics gate failed{also}")
 
 
 def verdict(outcomes: Sequence[Outcome]) -> str:

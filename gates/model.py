@@ -90,6 +90,11 @@ class Outcome:
         )
 
 
+def input_outcome(message: object) -> Outcome:
+    """The one outcome of a session whose input was bad: no gate could run."""
+    return Outcome("input", Kind.INPUT, "-", Status.ERROR, message=str(message))
+
+
 def json_number(value: Any) -> Any:
     """JSON has no NaN/inf: write them as strings so the file stays strict JSON."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from gates import evidence, logic
+from gates.bundled import BUNDLED_SUITE as SAMPLE_SUITE
 from gates.errors import GateInputError
 from gates.model import Champion, Evaluation, Kind, Outcome, Status
 from gates.policy import Policy
@@ -27,7 +28,6 @@ from gates.store import BaselineStore
 
 SAMPLE_DIR = Path(__file__).parent / "sample"
 SAMPLE_REPORT = SAMPLE_DIR / "burgers1d_eval.json"
-SAMPLE_SUITE = "burgers1d"
 OUT_NAME = "gates-out"
 FIELD_PREFIX = "field/"
 SPIKE = "spike:"  # evidence key of a metric's spike check
@@ -97,6 +97,11 @@ class Plan:
     field_version: str | None = None
     resampling: evidence.Resampling = field(default_factory=evidence.Resampling)
 
+    @property
+    def promotion_required(self) -> bool:
+        """Does "not promotable" fail this session? (the option or the policy)"""
+        return self.settings.require_promotion or self.policy.promotion_required
+
     def of_kind(self, kind: str) -> list[Outcome]:
         return [o for o in self.outcomes if o.kind == kind]
 
@@ -137,6 +142,7 @@ def load_plan(settings: Settings,
     """Load every input once and decide every built-in gate. Bad input: GateInputError."""
     out_dir = settings.out_dir()
     _check_writable(out_dir)
+    _check_destinations(settings)
     report = SAMPLE_REPORT if settings.bundled else settings.resolve(settings.eval)
     assert report is not None
     from gates.inputs import load_evaluation
@@ -201,16 +207,39 @@ def _check_writable(out_dir: Path) -> None:
                                       f"({exc.strerror or exc}); choose --gates-out") from None
 
 
+def _check_destinations(settings: Settings) -> None:
+    """The other records a session writes: $GITHUB_OUTPUT under GitHub Actions, and the
+    leaderboard a promotion appends to (an unwritable step summary is only a warning)."""
+    targets: list[Path] = []
+    if os.environ.get("GITHUB_ACTIONS") == "true" and os.environ.get("GITHUB_OUTPUT"):
+        targets.append(Path(os.environ["GITHUB_OUTPUT"]))
+    if settings.promote and settings.leaderboard is not None:
+        board = settings.resolve(settings.leaderboard)
+        assert board is not None
+        targets.append(board)
+    for target in targets:
+        folder = target.parent
+        if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target,
+                                                                                 os.W_OK)):
+            raise GateInputError(target, "cannot be written: the session's record would be "
+                                         "lost, so nothing is gated or promoted")
+
+
 def _store(settings: Settings) -> BaselineStore:
     """``--gates-baselines``; for the bundled sample without a store of its own, a private
     copy of the baseline shipped in the package."""
     chosen = settings.baselines or Path("baselines")
     root = settings.resolve(chosen)
     assert root is not None
-    if settings.bundled and settings.suite not in (None, SAMPLE_SUITE):
-        raise GateInputError(settings.suite, "the bundled sample is gated only against its "
-                                             f"own suite {SAMPLE_SUITE!r}; give --gates-eval "
-                                             "with your report to gate another suite")
+    if settings.bundled:
+        from gates.bundled import bundled_refusal
+
+        refusal = bundled_refusal(settings.suite)
+        if refusal is None and settings.promote:
+            refusal = ("no evaluation given: the bundled sample is a demonstration and is "
+                       "never promoted; pass --gates-eval REPORT to promote your evaluation")
+        if refusal is not None:
+            raise GateInputError(None, refusal)
     if settings.bundled and not (root / SAMPLE_SUITE).is_dir():
         if settings.baselines is not None:
             raise GateInputError(root, f"the bundled sample's suite {SAMPLE_SUITE!r} is not "
@@ -370,6 +399,15 @@ def comparison(plan: Plan, metric: str, current: float | None, baseline: float |
         return None
     ours = samples if samples is not None else ev.samples.get(metric)
     theirs = baseline_samples if baseline_samples is not None else champ.samples.get(metric)
+    if ours is not None and theirs is not None and len(ours) != len(theirs):
+        # different sample counts alone stay comparable (a small evaluation against a
+        # full-evaluation champion): they cannot be paired, so the threshold rules decide
+        note = (f"per-sample vectors of different sample counts (this evaluation "
+                f"{len(ours)}, the champion {len(theirs)}) are not paired: the threshold "
+                "rules decide those gates")
+        if note not in plan.notes:
+            plan.notes.append(note)
+        ours = theirs = None
     repeats = champ.repeats.get(metric)
     return evidence.Comparison(
         key or metric, baseline, current, direction == "higher",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from gates.errors import GateInputError
-from gates.model import Kind, Outcome, Status
+from gates.model import Kind, Outcome, Status, input_outcome
 
 if TYPE_CHECKING:
     from gates.plan import Plan, Settings
@@ -136,7 +136,7 @@ class GateSession:
     def requested(self) -> bool:
         """Does this session gate an evaluation? (``--gates-eval``, or paths into the
         package's checks.)"""
-        if self.config.getoption("gates_eval"):
+        if self.config.getoption("gates_eval") or self.config.getini("gates_eval"):
             return True
         pyargs = self.config.getoption("pyargs", False)
         for arg in self.config.args:
@@ -159,6 +159,10 @@ class GateSession:
                 self.input_error = GateInputError(None, info[WORKER_ERROR])
             elif WORKER_PLAN in info:
                 self.plan = pickle.loads(info[WORKER_PLAN])  # noqa: S301 - our controller's
+            else:
+                self.input_error = GateInputError(None, (
+                    "this xdist worker received no plan: the controller plans only a gate "
+                    "session (--gates-eval or gates_eval, or paths into the gates package)"))
             return self.plan
         from gates.plan import load_plan
 
@@ -269,15 +273,16 @@ class GateSession:
         gates = getattr(report, REPORT_ATTR, None)
         if gates:
             self.outcomes.extend(Outcome.from_json(g) for g in gates)
-        elif self.active and report.failed and report.when in ("setup", "call"):
+        elif self.active and report.failed:  # a plain failing test, or a broken fixture
             self.outcomes.append(Outcome(
-                report.nodeid, Kind.CUSTOM, report.head_line or report.nodeid,
-                Status.ERROR if report.when == "setup" else Status.FAIL,
+                f"{report.nodeid}" + ("" if report.when == "call" else f"@{report.when}"),
+                Kind.CUSTOM, report.head_line or report.nodeid,
+                Status.FAIL if report.when == "call" else Status.ERROR,
                 message=_last_line(report.longreprtext)))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if self.is_worker or not self.active:
-            return
+        if self.is_worker or not self.active or self.config.option.collectonly:
+            return  # --collect-only gates nothing: no verdict, no outputs, no ledger line
         from gates.plan import Settings
         from gates.session import finish
         from gates.sinks import report
@@ -341,15 +346,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if plan is None:
             message = str(state.input_error) if state.input_error else \
                 "not a gate session: pass --gates-eval, or run pytest on the gates package"
-            metafunc.parametrize(fixture, [_input_outcome(message)], ids=["input-error"])
+            metafunc.parametrize(fixture, [input_outcome(message)], ids=["input-error"])
             continue
         outcomes = plan.of_kind(kind)
         ids = [f"{plan.suite}-{o.id.split('/', 1)[1].replace('/', '-')}" for o in outcomes]
         metafunc.parametrize(fixture, outcomes, ids=ids)
-
-
-def _input_outcome(message: str) -> Outcome:
-    return Outcome("input", Kind.INPUT, "-", Status.ERROR, message=message)
 
 
 def _plan(request: pytest.FixtureRequest) -> Plan:
@@ -384,9 +385,20 @@ def gate_policy(gate_plan: Plan) -> Any:
     return gate_plan.policy
 
 
+def item_id(node: pytest.Item) -> str:
+    """A test item's node id, unique per item (a file outside the rootdir keeps its name)."""
+    nodeid = node.nodeid
+    return f"{node.path.name}{nodeid}" if nodeid.startswith("::") else nodeid
+
+
 def record(item: pytest.Item, outcome: Outcome) -> Outcome:
     """Attach an outcome to the running test (and its readable values to JUnit), then fail
     the test if the gate failed."""
+    plan = _session(item.config).plan
+    if plan is not None and outcome.kind == Kind.CUSTOM:
+        from gates.logic import apply_severity
+
+        outcome = apply_severity(outcome, plan.policy)  # [severity] custom = "warn"
     item.stash.setdefault(OUTCOMES, []).append(outcome)
     props = item.user_properties  # type: ignore[attr-defined]
     for key in ("status", "current", "baseline", "change_pct", "threshold"):
@@ -394,9 +406,7 @@ def record(item: pytest.Item, outcome: Outcome) -> Outcome:
         if value is not None:
             props.append((f"gate.{key}", str(value)))
     if outcome.kind == Kind.PROMOTION and outcome.status == Status.NOT_PROMOTABLE:
-        plan = _session(item.config).plan
-        if plan is not None and (plan.settings.require_promotion
-                                 or plan.policy.promotion_required):
+        if plan is not None and plan.promotion_required:
             pytest.fail(f"{outcome.id}: not promotable and promotion is required: "
                         f"{outcome.message}", pytrace=False)
         return outcome
@@ -416,15 +426,16 @@ def gate_check(request: pytest.FixtureRequest) -> Callable[..., Outcome]:
 
     ``gate_check(outcome)`` with an :class:`~gates.model.Outcome`, or keywords:
     ``gate_check(metric="energy", passed=ok, current=v, baseline=b, message="...")``.
-    Ids are unique per test item: ``custom/test_budget[0.0]``.
+    Ids are unique per test item: ``custom/<node id>/<metric>``.
     """
 
     def check(outcome: Outcome | None = None, *, metric: str = "", passed: bool = True,
               kind: str = Kind.CUSTOM, **values: Any) -> Outcome:
         if outcome is None:
             name = request.node.name
-            outcome = Outcome(id=f"{kind}/{name}" + (f"/{metric}" if metric else ""),
-                              kind=kind, metric=metric or name,
+            outcome = Outcome(id=f"{kind}/{item_id(request.node)}"
+                              + (f"/{metric}" if metric else ""), kind=kind,
+                              metric=metric or name,
                               status=Status.PASS if passed else Status.FAIL, **values)
         return record(request.node, outcome)
 
@@ -451,7 +462,7 @@ class RegressionCheck:
                                                                    dtype=float)
         if ours is not None and theirs is None and champ is not None:
             theirs = champ.samples.get(metric)
-        gid = f"{Kind.CUSTOM}/{self._request.node.name}/{metric}"
+        gid = f"{Kind.CUSTOM}/{item_id(self._request.node)}/{metric}"
         outcome = self._plan.regression_outcome(metric, float(current), baseline,
                                                 samples=ours, baseline_samples=theirs,
                                                 kind=Kind.CUSTOM, gid=gid)

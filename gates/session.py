@@ -11,17 +11,13 @@ from typing import Any
 
 from gates import logic
 from gates.errors import GateInputError, PromotionConflict
-from gates.model import Kind, Outcome, Status
+from gates.model import Kind, Outcome, Status, input_outcome
 from gates.plan import Plan, Settings, evaluated_on, gated_metrics
 from gates.result import SessionResult
 from gates.store import repo_relative, utc_now, who
 
 #: pytest exit statuses after which no gate outcome can be trusted
 _ABORTED = frozenset({2, 3, 4})  # interrupted, internal error, usage error
-
-
-def input_outcome(error: GateInputError | str) -> Outcome:
-    return Outcome("input", Kind.INPUT, "-", Status.ERROR, message=str(error))
 
 
 def order(outcomes: list[Outcome], plan: Plan | None) -> list[Outcome]:
@@ -37,7 +33,14 @@ def finish(plan: Plan | None, outcomes: list[Outcome], settings: Settings, exits
         outcomes = [input_outcome(input_error)]
     outcomes = order(outcomes, plan)
     notes: list[str] = list(plan.notes) if plan else []
-    verdict = logic.verdict(outcomes)
+    ran = {o.id for o in outcomes}
+    # an incomparable champion or bad per-sample data untrusts every gate, selected or not
+    untrusted = [o for o in (plan.outcomes if plan else []) if o.id not in ran
+                 and (o.status in logic.UNTRUSTED)]
+    verdict = logic.verdict([*outcomes, *untrusted])
+    if untrusted:
+        notes.append("not selected, but decides the verdict: " + "; ".join(
+            f"{o.id}: {o.message}" for o in untrusted[:3]))
     if not outcomes:
         notes.append("no gate ran (check -k/-m selection); a session without gates fails")
     if exitstatus in _ABORTED and verdict != "error":
@@ -50,7 +53,7 @@ def finish(plan: Plan | None, outcomes: list[Outcome], settings: Settings, exits
         eval_path=_eval_path(plan, settings), out_dir=plan.out_dir if plan
         else settings.out_dir(), plan=plan, notes=notes)
     _promotion_answer(result)
-    required = settings.require_promotion or bool(plan and plan.policy.promotion_required)
+    required = plan.promotion_required if plan else settings.require_promotion
     failed = verdict != "pass" or (required and not result.promotable)
     result.exit_code = 1 if failed else 0
     if settings.promote and plan is not None:

@@ -221,3 +221,14 @@ def test_a_policy_overrides_one_ceiling_and_keeps_the_others() -> None:
     assert policy.ceilings == {"conservation_gap": 3.0, "bc_violation": 1.0,
                                "negativity_penalty": 0.5}
     assert policy.spike_factors == {"conservation_gap": 2.0, "bc_violation": 2.0}
+
+
+def test_severity_warn_never_softens_bad_data() -> None:
+    policy = Policy(severities={"regression": "warn", "physics": "warn"})
+    for outcome in (logic.regression("nrmse", math.nan, 1.0, policy),
+                    logic.regression("nrmse", None, 1.0, policy),
+                    logic.regression("nrmse", 1.0, None, policy, strict=True),
+                    logic.ceiling("conservation_gap", math.inf, 5.0)):
+        assert logic.apply_severity(outcome, policy).status == Status.FAIL
+    assert logic.apply_severity(logic.ceiling("conservation_gap", 6.0, 5.0), policy).status \
+        == Status.WARN

@@ -209,8 +209,8 @@ def test_parametrized_custom_gates_keep_one_outcome_each(
     report = gates_json(workspace)
     assert report["verdict"] == "fail"
     custom = {g["id"]: g["status"] for g in report["gates"] if g["kind"] == "custom"}
-    assert custom == {"custom/test_budget[0.0]/mae_budget": "fail",
-                      "custom/test_budget[1.0]/mae_budget": "pass"}
+    assert custom == {"custom/test_custom.py::test_budget[0.0]/mae_budget": "fail",
+                      "custom/test_custom.py::test_budget[1.0]/mae_budget": "pass"}
 
 
 REGRESSION_CHECK = '''
@@ -230,10 +230,10 @@ def test_gate_regression_shares_the_built_in_comparison(
     result = pytester.runpytest(*workspace.args(), "test_mine.py")
     assert result.ret == (1 if status == "fail" else 0)
     report = gates_json(workspace)
-    energy = gate(report, "custom/test_energy/energy_error")
+    energy = gate(report, "custom/test_mine.py::test_energy/energy_error")
     assert energy["status"] == status and energy["evidence"]["direction"] == "lower"
     assert energy["threshold"] == 10.0
-    assert gate(report, "custom/test_champion_value/nrmse")["status"] == "pass"
+    assert gate(report, "custom/test_mine.py::test_champion_value/nrmse")["status"] == "pass"
 
 
 def test_a_plain_failing_custom_test_fails_the_verdict(
@@ -271,7 +271,7 @@ gates_wandb = "off"
                                   "    gate_check(metric='nrmse', passed=True)\n")
     result = pytester.runpytest("test_user.py", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
-    assert gates_json(workspace)["gates"][0]["id"] == "custom/test_nrmse/nrmse"
+    assert gates_json(workspace)["gates"][0]["id"] == "custom/test_user.py::test_nrmse/nrmse"
 
 
 def test_promote_writes_a_new_champion_and_reports_it(
@@ -452,3 +452,50 @@ def test_the_plugin_imports_nothing_heavy_in_other_sessions() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)
     assert done.stdout.strip() == ""
+
+
+def test_an_incomparable_champion_decides_the_verdict_under_any_selection(
+        pytester: pytest.Pytester, tmp_path: Path) -> None:
+    _, store = flat_store(pytester, tmp_path, {"nrmse": 0.1}, extra={"grid": 64})
+    result, report = run_flat(pytester, store, {"nrmse": 0.1}, "-m", "regression",
+                              extra={"grid": 128})
+    assert result.ret == 1 and report["verdict"] == "error"
+    assert any("comparability/grid" in n for n in report["notes"])
+
+
+def test_the_bundled_demo_is_never_promoted(pytester: pytest.Pytester) -> None:
+    from tests.conftest import BASELINES
+
+    shutil.copytree(BASELINES, pytester.path / "baselines")
+    result = pytester.runpytest(str(PACKAGE), "--gates-wandb", "off", "--gates-promote",
+                                "-p", "no:cacheprovider")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*bundled sample is a demonstration and is never promoted*"])
+    assert BaselineStore(pytester.path / "baselines").champion_version("burgers1d") == 1
+
+
+TEARDOWN = '''
+import pytest
+
+@pytest.fixture
+def broken():
+    yield 1
+    raise RuntimeError("teardown broke")
+
+def test_with_broken_teardown(broken, gate_check):
+    gate_check(metric="x", passed=True)
+'''
+
+
+def test_collect_only_and_teardown_errors(pytester: pytest.Pytester,
+                                          workspace: Workspace) -> None:
+    collected = pytester.runpytest(*workspace.args("--collect-only"))
+    assert collected.ret == 0
+    assert not (workspace.eval.parent / "gates-out" / "gates.json").exists()
+    pytester.makepyfile(test_teardown=TEARDOWN)
+    result = pytester.runpytest(*workspace.args(), "test_teardown.py")
+    assert result.ret == 1
+    report = gates_json(workspace)
+    assert report["verdict"] == "fail" and report["promotable"] is False
+    assert any(g["id"].endswith("@teardown") and g["status"] == "error"
+               for g in report["gates"])
