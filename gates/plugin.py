@@ -276,8 +276,7 @@ class GateSession:
         elif self.active and report.failed:  # a plain failing test, or a broken fixture
             self.outcomes.append(Outcome(
                 f"{report.nodeid}" + ("" if report.when == "call" else f"@{report.when}"),
-                Kind.CUSTOM, report.head_line or report.nodeid,
-                Status.FAIL if report.when == "call" else Status.ERROR,
+                Kind.CUSTOM, report.head_line or report.nodeid, Status.FAIL,
                 message=_last_line(report.longreprtext)))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:

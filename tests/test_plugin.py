@@ -497,5 +497,5 @@ def test_collect_only_and_teardown_errors(pytester: pytest.Pytester,
     assert result.ret == 1
     report = gates_json(workspace)
     assert report["verdict"] == "fail" and report["promotable"] is False
-    assert any(g["id"].endswith("@teardown") and g["status"] == "error"
+    assert any(g["id"].endswith("@teardown") and g["status"] == "fail"
                for g in report["gates"])
