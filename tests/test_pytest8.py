@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PACKAGE, Workspace
+from tests.conftest import PACKAGE, ROOT, Workspace
 
 LOWEST = "8.0.2"
 
@@ -33,7 +33,8 @@ def pytest8(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def session(python: Path | str, ws: Workspace, *extra: str, cwd: Path) -> dict:
-    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    # the package under test is this checkout, whichever one the environment installed
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONPATH": str(ROOT)}
     args = [str(python), "-m", "pytest", str(PACKAGE), "-p", "gates.plugin", "-p",
             "xdist.plugin", "--gates-eval", str(ws.eval), "--gates-baselines",
             str(ws.baselines), "--gates-wandb", "off", "--gates-no-ledger", "-q",
