@@ -116,7 +116,8 @@ def test_promotion_appends_the_champion_row_the_orchestrator_reads(
     runs, store = workspace(tmp_path)
     board = tmp_path / "reports" / "leaderboard.csv"
     board.parent.mkdir()
-    shutil.copy(UPS / "reports" / "leaderboard.csv", board)
+    lines = (UPS / "reports" / "leaderboard.csv").read_text().splitlines(keepends=True)
+    board.write_text("".join(line for line in lines if ",champion," not in line))
     before = board.read_text()
     report = runs / FIRST / "full_eval" / "results.json"
     code, out = session(pytester, report, store, "--gates-promote", "--gates-leaderboard",
@@ -136,3 +137,11 @@ def test_promotion_appends_the_champion_row_the_orchestrator_reads(
     best = min(champions, key=lambda r: float(r["metric:nrmse"]))
     assert best["run"] == FIRST
     assert any("appended" in n for n in out["notes"])
+    # the orchestrator's own file already holds that champion row: never a second one
+    shutil.copy(UPS / "reports" / "leaderboard.csv", board)
+    again = board.read_text()
+    runs2, store2 = workspace(tmp_path / "again")
+    code, out = session(pytester, runs2 / FIRST / "full_eval" / "results.json", store2,
+                        "--gates-promote", "--gates-leaderboard", str(board))
+    assert code == 0 and out["promoted"] and board.read_text() == again
+    assert any("not appended twice" in n for n in out["notes"])

@@ -95,5 +95,13 @@ class LeaderboardSink:
             return
         path = plan.settings.resolve(plan.settings.leaderboard)
         assert path is not None
-        append_row(path, champion_row(result))
-        result.notes.append(f"leaderboard: appended {run_name(result)}_champion to {path}")
+        row = champion_row(result)
+        if path.exists():
+            with open(path, newline="", encoding="utf-8") as handle:
+                known = {r.get("run_id") for r in csv.DictReader(handle)}
+            if row["run_id"] in known:  # the orchestrator (or an earlier session) wrote it
+                result.notes.append(f"leaderboard: {row['run_id']} is already in {path}; "
+                                    "not appended twice")
+                return
+        append_row(path, row)
+        result.notes.append(f"leaderboard: appended {row['run_id']} to {path}")
