@@ -430,12 +430,11 @@ def judge(plan: Plan, comparisons: list[evidence.Comparison]) -> dict[str, Any]:
 
 
 def _regression(plan: Plan, metric: str, current: float | None, baseline: float | None,
-                samples: np.ndarray | None, baseline_samples: np.ndarray | None,
-                found: evidence.Evidence | None = None) -> Outcome:
-    if found is None:
-        comp = comparison(plan, metric, current, baseline, samples=samples,
-                          baseline_samples=baseline_samples)
-        found = judge(plan, [comp])[metric] if comp is not None else None
+                samples: np.ndarray | None, baseline_samples: np.ndarray | None) -> Outcome:
+    """One metric judged on its own (a custom gate's value, known only when its test runs)."""
+    comp = comparison(plan, metric, current, baseline, samples=samples,
+                      baseline_samples=baseline_samples)
+    found = judge(plan, [comp])[metric] if comp is not None else None
     return regression_from(plan, metric, current, baseline, found)
 
 

@@ -11,7 +11,6 @@ flat, frozen record the gate logic reads.
 
 from __future__ import annotations
 
-import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -232,8 +231,3 @@ def policy_from_mapping(data: Mapping[str, Any], where: str) -> Policy:
         comparability_keys=tuple(parsed.comparability.keys),
         severities=dict(parsed.severity), fields=dict(parsed.fields), path=where,
     )
-
-
-def is_finite_number(value: Any) -> bool:
-    return (not isinstance(value, bool) and isinstance(value, int | float)
-            and math.isfinite(value))
