@@ -84,7 +84,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -166,11 +166,15 @@ class Evidence:
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON values (non-finite numbers as strings, as ``gates.json`` writes them)."""
-        return {k: _json_number(v) for k, v in asdict(self).items()}
+        # every field is a scalar: no need for asdict's recursive deep copy (0.1 ms a gate)
+        return {f: _json_number(getattr(self, f)) for f in _EVIDENCE_FIELDS}
 
     def describe(self) -> str:
         """One line for the terminal, ``gates.md`` and W&B: see :func:`evidence_line`."""
         return evidence_line(self)
+
+
+_EVIDENCE_FIELDS = tuple(f.name for f in fields(Evidence))
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     field_version: str | None = None
     resampling: evidence.Resampling = field(default_factory=evidence.Resampling)
+    _by_id: dict[str, Outcome] | None = field(default=None, repr=False, compare=False)
 
     @property
     def promotion_required(self) -> bool:
@@ -104,6 +105,12 @@ class Plan:
 
     def of_kind(self, kind: str) -> list[Outcome]:
         return [o for o in self.outcomes if o.kind == kind]
+
+    def outcome(self, gid: str) -> Outcome | None:
+        """A planned outcome by its id (what a check's test report carries), or None."""
+        if self._by_id is None or len(self._by_id) != len(self.outcomes):
+            self._by_id = {o.id: o for o in self.outcomes}
+        return self._by_id.get(gid)
 
     def header(self) -> list[str]:
         ev = self.evaluation

@@ -24,6 +24,7 @@ from gates.model import Kind, Outcome, Status, input_outcome
 if TYPE_CHECKING:
     from gates.plan import Plan, Settings
     from gates.result import SessionResult
+    from gates.sinks.local import LocalSink
 
 PACKAGE_DIR = Path(__file__).parent.resolve()
 WORKER_PLAN = "gates_plan"  # workerinput key: the pickled plan (controller -> workers)
@@ -130,6 +131,15 @@ class GateSession:
         self.result: SessionResult | None = None
         self.active = False
         self.frozen = False
+        self.local: LocalSink | None = None
+
+    def prepare(self) -> None:
+        """A gate session's local sink (and its chart process) starts at once, so that
+        matplotlib loads while pytest collects and the plan loads."""
+        if not self.is_worker and not self.config.option.collectonly and self.requested():
+            from gates.sinks.local import LocalSink
+
+            self.local = LocalSink()
 
     @property
     def is_worker(self) -> bool:
@@ -185,7 +195,15 @@ class GateSession:
             gc.freeze()
             self.frozen = True
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """The collected items live as long as the session too: out of the full passes
+        they go (pytest's five collections at its end scanned them: 1 s at 10,000 gates)."""
+        if self.frozen:
+            gc.freeze()
+
     def pytest_unconfigure(self) -> None:
+        if self.local is not None:
+            self.local.close()
         if self.frozen:
             gc.unfreeze()
             self.frozen = False
@@ -210,7 +228,10 @@ class GateSession:
             return
         from gates.sinks.local import LocalSink
 
-        manager.register(LocalSink(), "gates-local")
+        self.local = local = self.local or LocalSink(charts=self.plan is not None)
+        manager.register(local, "gates-local")
+        if self.plan is not None:
+            local.start(self.plan)  # the charts draw while the checks run
         if os.environ.get("GITHUB_ACTIONS") == "true":
             from gates.sinks.github import GithubSink
 
@@ -230,9 +251,7 @@ class GateSession:
 
             sink = WandbSink()
             manager.register(sink, "gates-wandb")
-            start = getattr(sink, "start", None)
-            if start is not None:
-                start(self.plan)  # W&B's start overlaps with the checks
+            sink.start(self.plan)  # W&B's start overlaps with the checks
 
     # -- hooks ---------------------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
@@ -264,20 +283,39 @@ class GateSession:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item,
                                   call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-        """The outcomes a test recorded ride on its report (plain data: xdist carries it)."""
+        """A built-in check's planned outcome and the outcomes a test recorded ride on its
+        report: a planned one by its id (every process holds the plan), others as data."""
+        planned = planned_outcome(item) if call.when == "call" else None
+        if planned is not None:
+            item.user_properties.extend(junit_properties(planned))  # type: ignore[attr-defined]
         report = yield
-        recorded = item.stash.get(OUTCOMES, None)
-        if recorded and report.when == "call":
-            setattr(report, REPORT_ATTR, [o.to_json() for o in recorded])
+        if report.when == "call":
+            custom: list[Outcome] = item.stash.get(OUTCOMES, [])
+            recorded = [planned, *custom] if planned is not None else custom
+            if recorded:
+                setattr(report, REPORT_ATTR, [self._wire(o) for o in recorded])
         return report
+
+    def _wire(self, outcome: Outcome) -> str | dict[str, Any]:
+        planned = self.plan is not None and self.plan.outcome(outcome.id) is outcome
+        return outcome.id if planned else outcome.to_json()
+
+    def _outcomes(self, report: pytest.TestReport) -> list[Outcome]:
+        found = []
+        for entry in getattr(report, REPORT_ATTR, None) or ():
+            outcome = Outcome.from_json(entry) if isinstance(entry, dict) else \
+                self.plan.outcome(entry) if self.plan is not None else None
+            if outcome is None:  # an id of another plan: never the case with one controller
+                raise RuntimeError(f"gates: {report.nodeid} reported {entry!r}, not planned")
+            found.append(outcome)
+        return found
 
     def pytest_report_teststatus(self, report: pytest.TestReport,
                                  config: pytest.Config) -> tuple[str, str, Any] | None:
         """A promotion gate that is not promotable, or a warning, shows as such."""
-        gates = getattr(report, REPORT_ATTR, None)
-        if not gates or report.when != "call" or not report.passed:
+        if report.when != "call" or not report.passed or not hasattr(report, REPORT_ATTR):
             return None
-        statuses = {g["status"] for g in gates}
+        statuses = {o.status for o in self._outcomes(report)}
         if Status.NOT_PROMOTABLE in statuses:
             return "not promotable", "N", ("NOT PROMOTABLE", {"yellow": True})
         if Status.WARN in statuses:
@@ -287,9 +325,9 @@ class GateSession:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if self.is_worker:
             return
-        gates = getattr(report, REPORT_ATTR, None)
-        if gates:
-            self.outcomes.extend(Outcome.from_json(g) for g in gates)
+        outcomes = self._outcomes(report)
+        if outcomes:
+            self.outcomes.extend(outcomes)
         elif self.active and report.failed:  # a plain failing test, or a broken fixture
             self.outcomes.append(Outcome(
                 f"{report.nodeid}" + ("" if report.when == "call" else f"@{report.when}"),
@@ -342,6 +380,7 @@ def pytest_configure(config: pytest.Config) -> None:
     state = GateSession(config)
     config.stash[_KEY] = state
     config.pluginmanager.register(state, "gates-session")
+    state.prepare()
 
 
 def _last_line(text: str) -> str:
@@ -407,31 +446,50 @@ def item_id(node: pytest.Item) -> str:
     return f"{node.path.name}{nodeid}" if nodeid.startswith("::") else nodeid
 
 
-def record(item: pytest.Item, outcome: Outcome) -> Outcome:
-    """Attach an outcome to the running test (and its readable values to JUnit), then fail
-    the test if the gate failed."""
-    plan = _session(item.config).plan
-    if plan is not None and outcome.kind == Kind.CUSTOM:
-        from gates.logic import apply_severity
+def planned_outcome(item: pytest.Item) -> Outcome | None:
+    """The outcome a built-in check was parametrized with (``regression_gate``, ...)."""
+    params = getattr(getattr(item, "callspec", None), "params", None)
+    if params:
+        for name in GATE_FIXTURES:
+            if name in params:
+                return params[name]  # type: ignore[no-any-return]
+    return None
 
-        outcome = apply_severity(outcome, plan.policy)  # [severity] custom = "warn"
-    item.stash.setdefault(OUTCOMES, []).append(outcome)
-    props = item.user_properties  # type: ignore[attr-defined]
-    for key in ("status", "current", "baseline", "change_pct", "threshold"):
-        value = getattr(outcome, key)
-        if value is not None:
-            props.append((f"gate.{key}", str(value)))
+
+def junit_properties(outcome: Outcome) -> list[tuple[str, str]]:
+    """A gate's readable values for pytest's ``--junitxml`` (``gate.*`` properties)."""
+    return [(f"gate.{key}", str(value)) for key in
+            ("status", "current", "baseline", "change_pct", "threshold")
+            if (value := getattr(outcome, key)) is not None]
+
+
+def enforce(outcome: Outcome, *, required: bool = False) -> None:
+    """Fail the running test when its gate failed; "not promotable" fails only when
+    promotion is ``required``. What every check's body calls."""
     if outcome.kind == Kind.PROMOTION and outcome.status == Status.NOT_PROMOTABLE:
-        if plan is not None and plan.promotion_required:
+        if required:
             pytest.fail(f"{outcome.id}: not promotable and promotion is required: "
                         f"{outcome.message}", pytrace=False)
-        return outcome
+        return
     if not outcome.passed:
         from gates.sinks.local import evidence_text
 
         extra = evidence_text(outcome)
         pytest.fail(f"{outcome.id}: {outcome.status}: {outcome.message}"
                     + (f" [{extra}]" if extra else ""), pytrace=False)
+
+
+def record(item: pytest.Item, outcome: Outcome) -> Outcome:
+    """Attach a custom gate's outcome to the running test (and its readable values to
+    JUnit), then fail the test if the gate failed."""
+    plan = _session(item.config).plan
+    if plan is not None and outcome.kind == Kind.CUSTOM:
+        from gates.logic import apply_severity
+
+        outcome = apply_severity(outcome, plan.policy)  # [severity] custom = "warn"
+    item.stash.setdefault(OUTCOMES, []).append(outcome)
+    item.user_properties.extend(junit_properties(outcome))  # type: ignore[attr-defined]
+    enforce(outcome, required=plan is not None and plan.promotion_required)
     return outcome
 
 

@@ -11,6 +11,7 @@ flat, frozen record the gate logic reads.
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from collections.abc import Mapping
@@ -39,6 +40,7 @@ GATE_KINDS = ("regression", "physics", "promotion", "custom", "comparability")
 Severity = Literal["fail", "warn"]
 
 
+@functools.cache  # asked about every metric by several rules: 11 times a gate
 def base_name(metric: str) -> str:
     """``field/nrmse@10`` -> ``nrmse``: the name that decides direction and kind."""
     name = metric.split("/")[-1]

@@ -7,10 +7,9 @@ definitions, the values must agree; otherwise ``incomparable`` and the verdict i
 ``error`` (no other gate can be trusted). Different sample counts alone stay comparable.
 """
 
-from collections.abc import Callable
-
 from gates.model import Outcome
+from gates.plugin import enforce
 
 
-def test_comparability(comparability_gate: Outcome, gate_check: Callable[..., Outcome]) -> None:
-    gate_check(comparability_gate)
+def test_comparability(comparability_gate: Outcome) -> None:
+    enforce(comparability_gate)

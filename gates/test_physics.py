@@ -6,13 +6,12 @@ under its absolute ceiling (``conservation_gap <= 5``, ``bc_violation <= 1``,
 champion's value (``conservation_gap <= 2 x``, ``bc_violation <= 1.5 x``).
 """
 
-from collections.abc import Callable
-
 import pytest
 
 from gates.model import Outcome
+from gates.plugin import enforce
 
 
 @pytest.mark.physics
-def test_physics(physics_gate: Outcome, gate_check: Callable[..., Outcome]) -> None:
-    gate_check(physics_gate)
+def test_physics(physics_gate: Outcome) -> None:
+    enforce(physics_gate)

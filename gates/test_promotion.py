@@ -8,13 +8,13 @@ every regression and physics gate passes. The answer is ``promotable`` or
 ``promotion.required``). ``--gates-promote`` then writes a promotable run as the champion.
 """
 
-from collections.abc import Callable
-
 import pytest
 
 from gates.model import Outcome
+from gates.plan import Plan
+from gates.plugin import enforce
 
 
 @pytest.mark.promotion
-def test_promotion(promotion_gate: Outcome, gate_check: Callable[..., Outcome]) -> None:
-    gate_check(promotion_gate)
+def test_promotion(promotion_gate: Outcome, gate_plan: Plan) -> None:
+    enforce(promotion_gate, required=gate_plan.promotion_required)

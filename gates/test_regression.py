@@ -9,13 +9,12 @@ it moved beyond the tolerance either way. NaN, infinite or missing values fail.
 One test per metric: ``test_regression[burgers1d-nrmse]``.
 """
 
-from collections.abc import Callable
-
 import pytest
 
 from gates.model import Outcome
+from gates.plugin import enforce
 
 
 @pytest.mark.regression
-def test_regression(regression_gate: Outcome, gate_check: Callable[..., Outcome]) -> None:
-    gate_check(regression_gate)
+def test_regression(regression_gate: Outcome) -> None:
+    enforce(regression_gate)

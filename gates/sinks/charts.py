@@ -1,13 +1,29 @@
 """PNG charts of a gate session: regression changes against their thresholds, and
-physics values against their ceilings. matplotlib is imported here only."""
+physics values against their ceilings. matplotlib is imported here only.
+
+The charts are drawn by a child process (:class:`ChartProcess`, this module run as a
+script) started as soon as the plan is ready: the plan already holds every built-in
+outcome, so matplotlib loads and draws on the second core while pytest runs the checks
+(about 1.3 s of the session's end otherwise). At the end the session tells the child to
+keep what it drew, or, when the outcomes that ran differ from the planned ones (``-k``
+selection, a custom gate of kind regression or physics), to draw them again.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gates.model import Outcome
+from gates.model import Kind, Outcome
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -109,4 +125,113 @@ def render_all(outcomes: list[Outcome], out_dir: Path) -> list[Path]:
     drawn = (change_chart(outcomes, out_dir / "gates_change.png"),
              physics_chart(outcomes, out_dir / "gates_physics.png"))
     return [p for p in drawn if p is not None]
+
+
+def charted(outcomes: list[Outcome]) -> list[Outcome]:
+    """The outcomes the charts show (what decides whether a drawing is still right)."""
+    return [o for o in outcomes if o.kind in (Kind.REGRESSION, Kind.PHYSICS)]
+
+
+class ChartProcess:
+    """A child that imports matplotlib as soon as a gate session starts, draws the planned
+    outcomes' charts into a temporary folder once :meth:`plan` gives them, and at
+    :meth:`finish` keeps or redraws them and hands them over."""
+
+    #: seconds the session waits at its end for the child (a chart is never a verdict)
+    WAIT_S = 120.0
+
+    def __init__(self) -> None:
+        self.staging = Path(tempfile.mkdtemp(prefix="gates-charts-"))
+        self.planned: list[Outcome] | None = None
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [package_root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        self.proc = subprocess.Popen(  # -P: the current folder cannot shadow a module
+            [sys.executable, "-P", "-m", "gates.sinks.charts", str(self.staging)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+    def plan(self, outcomes: list[Outcome]) -> None:
+        """The planned outcomes: the child draws them while the checks run."""
+        self.planned = charted(outcomes)
+        self._order("plan", self.planned)
+
+    def finish(self, outcomes: list[Outcome], out_dir: Path) -> list[Path]:
+        """The charts of ``outcomes``, moved into ``out_dir``; raises with the child's last
+        words if it could not draw them."""
+        final = charted(outcomes)
+        if final == self.planned:
+            self._order("keep")
+        else:
+            self._order("redraw", final)
+        out, err = self._end()
+        if self.proc.returncode != 0:
+            last = (err.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+            shutil.rmtree(self.staging, ignore_errors=True)
+            raise RuntimeError(f"the chart process failed ({self.proc.returncode}): {last}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        drawn = []
+        for name in json.loads(out.decode() or "[]"):
+            drawn.append(Path(shutil.move(self.staging / name, out_dir / name)))
+        shutil.rmtree(self.staging, ignore_errors=True)
+        return drawn
+
+    def abort(self) -> None:
+        """Nothing to chart (bad input, ``--collect-only``): the child ends, leaving nothing."""
+        if self.proc.returncode is None:
+            self._order("abort")
+            with contextlib.suppress(RuntimeError):
+                self._end()
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def _order(self, order: str, outcomes: list[Outcome] | None = None) -> None:
+        if outcomes is not None:
+            path = self.staging / f"{order}.pickle"
+            path.write_bytes(pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL))
+        assert self.proc.stdin is not None
+        with contextlib.suppress(OSError):  # a child that died says why at _end
+            self.proc.stdin.write(f"{order}\n".encode())
+            self.proc.stdin.flush()
+
+    def _end(self) -> tuple[bytes, bytes]:
+        try:
+            return self.proc.communicate(timeout=self.WAIT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            raise RuntimeError(f"charts not drawn within {self.WAIT_S:.0f} s") from None
+
+
+def _child(staging: Path) -> None:
+    """Load matplotlib, then follow the orders on stdin: ``plan`` (draw ``plan.pickle``),
+    then ``keep``, ``redraw`` (draw ``redraw.pickle`` instead) or ``abort``. Prints the
+    names of the PNGs it leaves in ``staging``; the end of its input is an abort."""
+    import matplotlib.backends.backend_agg  # noqa: F401 - loaded while the session plans
+    import matplotlib.figure  # noqa: F401
+
+    drawn: list[Path] = []
+    for line in sys.stdin:
+        order = line.strip()
+        if order == "plan":
+            drawn = render_all(_load(staging / "plan.pickle"), staging)
+            continue
+        if order == "keep":
+            break
+        for png in drawn:
+            png.unlink()
+        drawn = render_all(_load(staging / "redraw.pickle"), staging) \
+            if order == "redraw" else []
+        break
+    else:
+        for png in drawn:
+            png.unlink()
+        drawn = []
+    print(json.dumps([p.name for p in drawn]))
+
+
+def _load(path: Path) -> list[Outcome]:
+    return pickle.loads(path.read_bytes())  # type: ignore[no-any-return]  # noqa: S301 - ours
+
+
+if __name__ == "__main__":
+    _child(Path(sys.argv[1]))
 
