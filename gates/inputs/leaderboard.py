@@ -24,13 +24,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from gates.errors import GateInputError
 from gates.inputs.files import InputProblem, decode_text, read_regular
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TEXT_COLUMNS = frozenset({"run_id", "timestamp", "label", "config", "notes", "pipeline",
                           "commit", "branch", "run", "train_wandb_run", "train_wandb_project",
@@ -61,6 +63,8 @@ class Leaderboard:
 def read_cells(path: Path, raw: bytes | None = None,
                what: str = "leaderboard CSV") -> tuple[list[str], pd.DataFrame]:
     """The header and every cell as written (text, ``""`` for a blank) of a CSV file."""
+    import pandas as pd
+
     if raw is None:
         raw = read_regular(path, what)
     text = decode_text(path, raw, what)
@@ -89,6 +93,8 @@ def read_cells(path: Path, raw: bytes | None = None,
 
 def read_leaderboard(path: Path, raw: bytes | None = None) -> Leaderboard:
     """Read and type the CSV; duplicate columns or duplicate run ids are refused."""
+    import pandas as pd
+
     header, written = read_cells(path, raw)
     if "run_id" not in header:
         raise InputProblem(path, "the CSV has no run_id column", 1)
@@ -137,6 +143,8 @@ def _float(cell: str) -> float | None:
 
 
 def _typed_column(name: str, cells: list[str]) -> pd.Series:
+    import pandas as pd
+
     filled = [c for c in cells if c not in _BLANK]
     if name.startswith("metric:"):
         values = [math.nan if c in _BLANK else _float(c) for c in cells]
@@ -163,6 +171,8 @@ def timestamps(table: pd.DataFrame) -> list[float]:
 
 
 def _seconds(cell: Any) -> float:
+    import pandas as pd
+
     if cell is None:
         return math.nan
     if isinstance(cell, int | float):

@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from gates.inputs.files import InputProblem, decode_text, json_kind, number, read_regular
 
 
@@ -101,6 +99,8 @@ def _json_records(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]
 
 
 def _csv_records(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    import pandas as pd
+
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:

@@ -1,0 +1,102 @@
+"""The chart process: it draws what the session finally gated, whatever it planned, and
+leaves nothing behind when it is not used or fails."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from gates.model import Kind, Outcome, Status
+from gates.sinks.charts import ChartProcess, render_all
+
+
+def regression(metric: str, change: float, status: Status = Status.PASS) -> Outcome:
+    return Outcome(f"regression/{metric}", Kind.REGRESSION, metric, status, current=1.0,
+                   baseline=1.0, change_pct=change, threshold=10.0,
+                   evidence={"direction": "lower"})
+
+
+def physics(metric: str, value: float) -> Outcome:
+    return Outcome(f"physics/{metric}/ceiling", Kind.PHYSICS, metric, Status.PASS,
+                   current=value, threshold=1.0)
+
+
+PLANNED = [regression("nrmse", -3.0), regression("mse", 4.0), physics("bc_violation", 0.2)]
+
+
+def pictures(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
+
+
+def in_process(outcomes: list[Outcome], folder: Path) -> dict[str, bytes]:
+    folder.mkdir()
+    render_all(outcomes, folder)
+    return pictures(folder)
+
+
+@pytest.mark.parametrize("final", [
+    pytest.param(PLANNED, id="as-planned"),
+    pytest.param(PLANNED[:1], id="selected-subset"),  # -k: only one regression gate ran
+    pytest.param([*PLANNED, regression("custom_energy", 30.0, Status.FAIL)],
+                 id="custom-regression-gate"),
+    pytest.param([PLANNED[0]], id="no-physics-left"),
+])
+def test_the_charts_show_what_ran(tmp_path: Path, final: list[Outcome]) -> None:
+    charts = ChartProcess()
+    charts.plan(PLANNED)
+    drawn = charts.finish(final, tmp_path / "out")
+    assert sorted(p.name for p in drawn) == sorted(pictures(tmp_path / "out"))
+    assert pictures(tmp_path / "out") == in_process(final, tmp_path / "reference")
+    assert not charts.staging.exists()
+
+
+def test_without_a_plan_it_draws_at_the_end(tmp_path: Path) -> None:
+    charts = ChartProcess()  # a session whose plan came only at its end
+    drawn = charts.finish(PLANNED, tmp_path)
+    assert [p.name for p in drawn] == ["gates_change.png", "gates_physics.png"]
+
+
+def test_an_unused_chart_process_leaves_nothing(tmp_path: Path) -> None:
+    charts = ChartProcess()
+    charts.plan(PLANNED)
+    charts.abort()
+    assert charts.proc.returncode == 0
+    assert not charts.staging.exists()
+
+
+def test_a_dead_chart_process_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    charts = ChartProcess()
+    charts.proc.kill()
+    with pytest.raises(RuntimeError, match="the chart process failed"):
+        charts.finish(PLANNED, tmp_path)
+    assert not list(tmp_path.glob("*.png")) and not charts.staging.exists()
+
+
+def test_a_gate_session_leaves_no_chart_folder(pytester: pytest.Pytester,
+                                               tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Good input, bad input and --collect-only: the temporary folder is left empty."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    report = pytester.path / "eval.json"
+    report.write_text('{"metrics": {"nrmse": 0.1, "conservation_gap": 0.01, '
+                      '"bc_violation": 0.01, "negativity_penalty": 0.0}}')
+    broken = pytester.path / "broken.json"
+    broken.write_text("{not json")
+    base = ["-p", "no:cacheprovider", "--gates-wandb", "off", "--gates-baselines",
+            str(pytester.path / "store"), "--gates-promote", "--gates-suite", "demo"]
+    from tests.conftest import PACKAGE
+
+    first = pytester.runpytest(str(PACKAGE), "--gates-eval", str(report), *base)
+    assert first.ret == 0
+    assert (pytester.path / "gates-out" / "gates_physics.png").exists()
+    bad = pytester.runpytest(str(PACKAGE), "--gates-eval", str(broken), *base)
+    assert bad.ret == 1
+    listed = pytester.runpytest(str(PACKAGE), "--gates-eval", str(report), "--collect-only",
+                                *base)
+    assert listed.ret == 0
+    assert list(scratch.iterdir()) == []
