@@ -1,10 +1,11 @@
-"""The pytest plugin: options, the plan's hand-over to xdist workers, outcomes on test
-reports, fixtures, and the sinks at the end.
+"""The pytest plugin: options, the plan's hand-over to xdist workers, fixtures, and the
+sinks at the end.
 
 Loaded by the project's root ``conftest.py`` and, for other repositories, by the
-``pytest11`` entry point. In a session that gates nothing it imports nothing heavy and
-adds no output. Gate logic lives in ``gates.logic``, planning in ``gates.plan``, the end
-of a session in ``gates.session``, and every output in ``gates.sinks``.
+``pytest11`` entry point. In a session that gates nothing it imports nothing heavy, runs
+no per-test hook and adds no output. Gate logic lives in ``gates.logic``, planning in
+``gates.plan``, what a check calls and the per-test hooks in ``gates.checks``, the end of a
+session in ``gates.session``, and every output in ``gates.sinks``.
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ from __future__ import annotations
 import gc
 import os
 import pickle
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from gates.errors import GateInputError
-from gates.model import Kind, Outcome, Status, input_outcome
-
 if TYPE_CHECKING:
+    from gates.checks import RegressionCheck
+    from gates.errors import GateInputError
+    from gates.model import Outcome
     from gates.plan import Plan, Settings
     from gates.result import SessionResult
     from gates.sinks.local import LocalSink
@@ -30,7 +31,6 @@ PACKAGE_DIR = Path(__file__).parent.resolve()
 WORKER_PLAN = "gates_plan"  # workerinput key: the pickled plan (controller -> workers)
 WORKER_ERROR = "gates_input_error"
 REPORT_ATTR = "gates"  # TestReport attribute carrying a test's outcomes (survives xdist)
-OUTCOMES = pytest.StashKey[list[Outcome]]()
 
 OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("eval", "evaluation report to gate (MetricReport JSON, flat JSON or leaderboard CSV)",
@@ -165,8 +165,13 @@ class GateSession:
         if self.active:
             return self.plan
         self.active = True
+        from gates.checks import ReportHooks
+
+        self.config.pluginmanager.register(ReportHooks(self), "gates-reports")
         if self.is_worker:
             info = self.config.workerinput  # type: ignore[attr-defined]
+            from gates.errors import GateInputError
+
             if WORKER_ERROR in info:
                 self.input_error = GateInputError(None, info[WORKER_ERROR])
             elif WORKER_PLAN in info:
@@ -177,6 +182,7 @@ class GateSession:
                     "this xdist worker received no plan: the controller plans only a gate "
                     "session (--gates-eval or gates_eval, or paths into the gates package)"))
             return self.plan
+        from gates.errors import GateInputError
         from gates.plan import load_plan
 
         try:
@@ -280,60 +286,6 @@ class GateSession:
             config.hook.pytest_deselected(items=list(items))
             items.clear()
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item,
-                                  call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-        """A built-in check's planned outcome and the outcomes a test recorded ride on its
-        report: a planned one by its id (every process holds the plan), others as data."""
-        planned = planned_outcome(item) if call.when == "call" else None
-        if planned is not None:
-            item.user_properties.extend(junit_properties(planned))  # type: ignore[attr-defined]
-        report = yield
-        if report.when == "call":
-            custom: list[Outcome] = item.stash.get(OUTCOMES, [])
-            recorded = [planned, *custom] if planned is not None else custom
-            if recorded:
-                setattr(report, REPORT_ATTR, [self._wire(o) for o in recorded])
-        return report
-
-    def _wire(self, outcome: Outcome) -> str | dict[str, Any]:
-        planned = self.plan is not None and self.plan.outcome(outcome.id) is outcome
-        return outcome.id if planned else outcome.to_json()
-
-    def _outcomes(self, report: pytest.TestReport) -> list[Outcome]:
-        found = []
-        for entry in getattr(report, REPORT_ATTR, None) or ():
-            outcome = Outcome.from_json(entry) if isinstance(entry, dict) else \
-                self.plan.outcome(entry) if self.plan is not None else None
-            if outcome is None:  # an id of another plan: never the case with one controller
-                raise RuntimeError(f"gates: {report.nodeid} reported {entry!r}, not planned")
-            found.append(outcome)
-        return found
-
-    def pytest_report_teststatus(self, report: pytest.TestReport,
-                                 config: pytest.Config) -> tuple[str, str, Any] | None:
-        """A promotion gate that is not promotable, or a warning, shows as such."""
-        if report.when != "call" or not report.passed or not hasattr(report, REPORT_ATTR):
-            return None
-        statuses = {o.status for o in self._outcomes(report)}
-        if Status.NOT_PROMOTABLE in statuses:
-            return "not promotable", "N", ("NOT PROMOTABLE", {"yellow": True})
-        if Status.WARN in statuses:
-            return "warned", "W", ("WARN", {"yellow": True})
-        return None
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if self.is_worker:
-            return
-        outcomes = self._outcomes(report)
-        if outcomes:
-            self.outcomes.extend(outcomes)
-        elif self.active and report.failed:  # a plain failing test, or a broken fixture
-            self.outcomes.append(Outcome(
-                f"{report.nodeid}" + ("" if report.when == "call" else f"@{report.when}"),
-                Kind.CUSTOM, report.head_line or report.nodeid, Status.FAIL,
-                message=_last_line(report.longreprtext)))
-
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.is_worker or not self.active or self.config.option.collectonly:
             return  # --collect-only gates nothing: no verdict, no outputs, no ledger line
@@ -383,13 +335,9 @@ def pytest_configure(config: pytest.Config) -> None:
     state.prepare()
 
 
-def _last_line(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "failed"
-
-
-GATE_FIXTURES = {"regression_gate": Kind.REGRESSION, "physics_gate": Kind.PHYSICS,
-                 "promotion_gate": Kind.PROMOTION, "comparability_gate": Kind.COMPARABILITY}
+#: the built-in checks' parameters and the kind of outcome each is parametrized with
+GATE_FIXTURES = {"regression_gate": "regression", "physics_gate": "physics",
+                 "promotion_gate": "promotion", "comparability_gate": "comparability"}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -401,6 +349,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if plan is None:
             message = str(state.input_error) if state.input_error else \
                 "not a gate session: pass --gates-eval, or run pytest on the gates package"
+            from gates.model import input_outcome
+
             metafunc.parametrize(fixture, [input_outcome(message)], ids=["input-error"])
             continue
         outcomes = plan.of_kind(kind)
@@ -440,59 +390,6 @@ def gate_policy(gate_plan: Plan) -> Any:
     return gate_plan.policy
 
 
-def item_id(node: pytest.Item) -> str:
-    """A test item's node id, unique per item (a file outside the rootdir keeps its name)."""
-    nodeid = node.nodeid
-    return f"{node.path.name}{nodeid}" if nodeid.startswith("::") else nodeid
-
-
-def planned_outcome(item: pytest.Item) -> Outcome | None:
-    """The outcome a built-in check was parametrized with (``regression_gate``, ...)."""
-    params = getattr(getattr(item, "callspec", None), "params", None)
-    if params:
-        for name in GATE_FIXTURES:
-            if name in params:
-                return params[name]  # type: ignore[no-any-return]
-    return None
-
-
-def junit_properties(outcome: Outcome) -> list[tuple[str, str]]:
-    """A gate's readable values for pytest's ``--junitxml`` (``gate.*`` properties)."""
-    return [(f"gate.{key}", str(value)) for key in
-            ("status", "current", "baseline", "change_pct", "threshold")
-            if (value := getattr(outcome, key)) is not None]
-
-
-def enforce(outcome: Outcome, *, required: bool = False) -> None:
-    """Fail the running test when its gate failed; "not promotable" fails only when
-    promotion is ``required``. What every check's body calls."""
-    if outcome.kind == Kind.PROMOTION and outcome.status == Status.NOT_PROMOTABLE:
-        if required:
-            pytest.fail(f"{outcome.id}: not promotable and promotion is required: "
-                        f"{outcome.message}", pytrace=False)
-        return
-    if not outcome.passed:
-        from gates.sinks.local import evidence_text
-
-        extra = evidence_text(outcome)
-        pytest.fail(f"{outcome.id}: {outcome.status}: {outcome.message}"
-                    + (f" [{extra}]" if extra else ""), pytrace=False)
-
-
-def record(item: pytest.Item, outcome: Outcome) -> Outcome:
-    """Attach a custom gate's outcome to the running test (and its readable values to
-    JUnit), then fail the test if the gate failed."""
-    plan = _session(item.config).plan
-    if plan is not None and outcome.kind == Kind.CUSTOM:
-        from gates.logic import apply_severity
-
-        outcome = apply_severity(outcome, plan.policy)  # [severity] custom = "warn"
-    item.stash.setdefault(OUTCOMES, []).append(outcome)
-    item.user_properties.extend(junit_properties(outcome))  # type: ignore[attr-defined]
-    enforce(outcome, required=plan is not None and plan.promotion_required)
-    return outcome
-
-
 @pytest.fixture
 def gate_check(request: pytest.FixtureRequest) -> Callable[..., Outcome]:
     """Record a verdict the user decides (reported and logged like a built-in gate) and
@@ -502,48 +399,14 @@ def gate_check(request: pytest.FixtureRequest) -> Callable[..., Outcome]:
     ``gate_check(metric="energy", passed=ok, current=v, baseline=b, message="...")``.
     Ids are unique per test item: ``custom/<node id>/<metric>``.
     """
+    from gates.checks import custom_check
 
-    def check(outcome: Outcome | None = None, *, metric: str = "", passed: bool = True,
-              kind: str = Kind.CUSTOM, **values: Any) -> Outcome:
-        if outcome is None:
-            name = request.node.name
-            outcome = Outcome(id=f"{kind}/{item_id(request.node)}"
-                              + (f"/{metric}" if metric else ""), kind=kind,
-                              metric=metric or name,
-                              status=Status.PASS if passed else Status.FAIL, **values)
-        return record(request.node, outcome)
-
-    return check
-
-
-class RegressionCheck:
-    """``gate_regression.check(metric, current, baseline=None, samples=None)``: the built-in
-    comparison (direction, tolerance, noise-aware rule, ``no_baseline``) for a value the
-    user computes, recorded like a built-in gate."""
-
-    def __init__(self, request: pytest.FixtureRequest, plan: Plan) -> None:
-        self._request, self._plan = request, plan
-
-    def check(self, metric: str, current: float, *, baseline: float | None = None,
-              samples: Any = None, baseline_samples: Any = None) -> Outcome:
-        import numpy as np
-
-        champ = self._plan.champion
-        if baseline is None and champ is not None:
-            baseline = champ.metrics.get(metric)
-        ours = None if samples is None else np.asarray(samples, dtype=float)
-        theirs = None if baseline_samples is None else np.asarray(baseline_samples,
-                                                                   dtype=float)
-        if ours is not None and theirs is None and champ is not None:
-            theirs = champ.samples.get(metric)
-        gid = f"{Kind.CUSTOM}/{item_id(self._request.node)}/{metric}"
-        outcome = self._plan.regression_outcome(metric, float(current), baseline,
-                                                samples=ours, baseline_samples=theirs,
-                                                kind=Kind.CUSTOM, gid=gid)
-        return record(self._request.node, outcome)
+    return custom_check(request.node)
 
 
 @pytest.fixture
 def gate_regression(request: pytest.FixtureRequest, gate_plan: Plan) -> RegressionCheck:
     """Compare a value of your own against the champion with the built-in rule."""
-    return RegressionCheck(request, gate_plan)
+    from gates.checks import RegressionCheck
+
+    return RegressionCheck(request.node, gate_plan)

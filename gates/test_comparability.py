@@ -7,8 +7,8 @@ definitions, the values must agree; otherwise ``incomparable`` and the verdict i
 ``error`` (no other gate can be trusted). Different sample counts alone stay comparable.
 """
 
+from gates.checks import enforce
 from gates.model import Outcome
-from gates.plugin import enforce
 
 
 def test_comparability(comparability_gate: Outcome) -> None:

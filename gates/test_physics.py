@@ -8,8 +8,8 @@ champion's value (``conservation_gap <= 2 x``, ``bc_violation <= 1.5 x``).
 
 import pytest
 
+from gates.checks import enforce
 from gates.model import Outcome
-from gates.plugin import enforce
 
 
 @pytest.mark.physics

@@ -10,9 +10,9 @@ every regression and physics gate passes. The answer is ``promotable`` or
 
 import pytest
 
+from gates.checks import enforce
 from gates.model import Outcome
 from gates.plan import Plan
-from gates.plugin import enforce
 
 
 @pytest.mark.promotion

@@ -11,8 +11,8 @@ One test per metric: ``test_regression[burgers1d-nrmse]``.
 
 import pytest
 
+from gates.checks import enforce
 from gates.model import Outcome
-from gates.plugin import enforce
 
 
 @pytest.mark.regression

@@ -14,6 +14,8 @@ import matplotlib.figure  # noqa: F401 - in-process runs then reuse them instead
 import pandas  # noqa: F401 - importing them again in every session
 import pytest
 
+import gates.sinks.charts  # noqa: F401 - and keep one chart process for all of them
+
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent

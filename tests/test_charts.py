@@ -62,16 +62,30 @@ def test_an_unused_chart_process_leaves_nothing(tmp_path: Path) -> None:
     charts = ChartProcess()
     charts.plan(PLANNED)
     charts.abort()
-    assert charts.proc.returncode == 0
+    assert charts.child.alive  # ready for the next session of this process
     assert not charts.staging.exists()
+
+
+def test_sessions_of_one_process_share_one_child(tmp_path: Path) -> None:
+    first, second = ChartProcess(), ChartProcess()
+    assert first.child is second.child
+    first.plan(PLANNED)
+    second.plan(PLANNED[:1])
+    assert [p.name for p in second.finish(PLANNED[:1], tmp_path / "b")] == [
+        "gates_change.png"]
+    assert len(first.finish(PLANNED, tmp_path / "a")) == 2
 
 
 def test_a_dead_chart_process_is_an_error_not_a_hang(tmp_path: Path) -> None:
     charts = ChartProcess()
-    charts.proc.kill()
+    charts.plan(PLANNED)
+    charts.child.proc.kill()
     with pytest.raises(RuntimeError, match="the chart process failed"):
         charts.finish(PLANNED, tmp_path)
     assert not list(tmp_path.glob("*.png")) and not charts.staging.exists()
+    again = ChartProcess()  # the next session starts a new one
+    assert again.child is not charts.child
+    assert len(again.finish(PLANNED, tmp_path)) == 2
 
 
 def test_a_gate_session_leaves_no_chart_folder(pytester: pytest.Pytester,

@@ -1,21 +1,24 @@
 """PNG charts of a gate session: regression changes against their thresholds, and
 physics values against their ceilings. matplotlib is imported here only.
 
-The charts are drawn by a child process (:class:`ChartProcess`, this module run as a
-script) started as soon as the plan is ready: the plan already holds every built-in
-outcome, so matplotlib loads and draws on the second core while pytest runs the checks
-(about 1.3 s of the session's end otherwise). At the end the session tells the child to
-keep what it drew, or, when the outcomes that ran differ from the planned ones (``-k``
-selection, a custom gate of kind regression or physics), to draw them again.
+The charts are drawn by a child process (this module run as a script) that a gate
+session starts when pytest configures it: matplotlib loads while pytest collects and
+plans, and the child draws the planned outcomes (the plan holds every built-in one) while
+the checks run; in-process, the import and the drawing were about 1.3 s at the end of
+every session. At the end the session tells the child to keep what it drew or, when the
+outcomes that ran differ from the planned ones (``-k`` selection, a custom gate of kind
+regression or physics), to draw them again. One child serves every session of its parent
+process in turn (an orchestrator or a test suite running sessions in-process), so
+matplotlib loads once per process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import pickle
+import select
 import shutil
 import subprocess
 import sys
@@ -142,10 +145,71 @@ def charted(outcomes: list[Outcome]) -> list[Outcome]:
     return [o for o in outcomes if o.kind in (Kind.REGRESSION, Kind.PHYSICS)]
 
 
+class _Child:
+    """The drawing process: one per parent process, serving its sessions one at a time."""
+
+    def __init__(self) -> None:
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [package_root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - its stderr, for its last words
+        self.proc = subprocess.Popen(  # -P: the current folder cannot shadow a module
+            [sys.executable, "-P", "-m", "gates.sinks.charts"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=env)
+
+    def send(self, order: str, staging: Path) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(f"{order} {staging}\n".encode())
+            self.proc.stdin.flush()
+        except OSError:
+            raise RuntimeError(self.failure()) from None
+
+    def answer(self, wait: float) -> list[str]:
+        """The names the child drew, or RuntimeError with why not."""
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], wait)
+        line = self.proc.stdout.readline() if ready else b""
+        if not line:
+            if ready:
+                raise RuntimeError(self.failure())
+            self.stop()
+            raise RuntimeError(f"charts not drawn within {wait:.0f} s")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"the chart process could not draw: {answer['error']}")
+        return list(answer["drawn"])
+
+    def failure(self) -> str:
+        self.stop()
+        self.log.seek(0)
+        words = self.log.read().decode(errors="replace").strip().splitlines()
+        return f"the chart process failed ({self.proc.returncode}): " \
+            f"{words[-1] if words else 'no message'}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+_CHILD: list[_Child] = []  # this process's drawing process, started on first use
+
+
+def _child() -> _Child:
+    if not _CHILD or not _CHILD[0].alive:
+        _CHILD[:] = [_Child()]
+    return _CHILD[0]
+
+
 class ChartProcess:
-    """A child that imports matplotlib as soon as a gate session starts, draws the planned
-    outcomes' charts into a temporary folder once :meth:`plan` gives them, and at
-    :meth:`finish` keeps or redraws them and hands them over."""
+    """One session's charts: drawn by the drawing process into a temporary folder once
+    :meth:`plan` gives the planned outcomes; :meth:`finish` keeps or redraws them and
+    moves them into place."""
 
     #: seconds the session waits at its end for the child (a chart is never a verdict)
     WAIT_S = 120.0
@@ -153,12 +217,7 @@ class ChartProcess:
     def __init__(self) -> None:
         self.staging = Path(tempfile.mkdtemp(prefix="gates-charts-"))
         self.planned: list[Outcome] | None = None
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [package_root, *filter(None, [os.environ.get("PYTHONPATH")])])}
-        self.proc = subprocess.Popen(  # -P: the current folder cannot shadow a module
-            [sys.executable, "-P", "-m", "gates.sinks.charts", str(self.staging)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        self.child = _child()
 
     def plan(self, outcomes: list[Outcome]) -> None:
         """The planned outcomes: the child draws them while the checks run."""
@@ -166,76 +225,72 @@ class ChartProcess:
         self._order("plan", self.planned)
 
     def finish(self, outcomes: list[Outcome], out_dir: Path) -> list[Path]:
-        """The charts of ``outcomes``, moved into ``out_dir``; raises with the child's last
-        words if it could not draw them."""
+        """The charts of ``outcomes``, moved into ``out_dir``; raises RuntimeError with the
+        child's last words if it could not draw them."""
         final = charted(outcomes)
-        if final == self.planned:
-            self._order("keep")
-        else:
-            self._order("redraw", final)
-        out, err = self._end()
-        if self.proc.returncode != 0:
-            last = (err.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+        try:
+            if final == self.planned:
+                self._order("keep")
+            else:
+                self._order("redraw", final)
+            names = self.child.answer(self.WAIT_S)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            return [Path(shutil.move(self.staging / name, out_dir / name)) for name in names]
+        finally:
             shutil.rmtree(self.staging, ignore_errors=True)
-            raise RuntimeError(f"the chart process failed ({self.proc.returncode}): {last}")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        drawn = []
-        for name in json.loads(out.decode() or "[]"):
-            drawn.append(Path(shutil.move(self.staging / name, out_dir / name)))
-        shutil.rmtree(self.staging, ignore_errors=True)
-        return drawn
 
     def abort(self) -> None:
-        """Nothing to chart (bad input, ``--collect-only``): the child ends, leaving nothing."""
-        if self.proc.returncode is None:
-            self._order("abort")
-            with contextlib.suppress(RuntimeError):
-                self._end()
-        shutil.rmtree(self.staging, ignore_errors=True)
+        """Nothing to chart (bad input, ``--collect-only``): the child drops what it drew."""
+        try:
+            if self.child.alive:
+                self._order("abort")
+                self.child.answer(self.WAIT_S)
+        except RuntimeError:
+            pass
+        finally:
+            shutil.rmtree(self.staging, ignore_errors=True)
 
     def _order(self, order: str, outcomes: list[Outcome] | None = None) -> None:
         if outcomes is not None:
             path = self.staging / f"{order}.pickle"
             path.write_bytes(pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL))
-        assert self.proc.stdin is not None
-        with contextlib.suppress(OSError):  # a child that died says why at _end
-            self.proc.stdin.write(f"{order}\n".encode())
-            self.proc.stdin.flush()
-
-    def _end(self) -> tuple[bytes, bytes]:
-        try:
-            return self.proc.communicate(timeout=self.WAIT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate()
-            raise RuntimeError(f"charts not drawn within {self.WAIT_S:.0f} s") from None
+        self.child.send(order, self.staging)
 
 
-def _child(staging: Path) -> None:
-    """Load matplotlib, then follow the orders on stdin: ``plan`` (draw ``plan.pickle``),
-    then ``keep``, ``redraw`` (draw ``redraw.pickle`` instead) or ``abort``. Prints the
-    names of the PNGs it leaves in ``staging``; the end of its input is an abort."""
+def _serve() -> None:
+    """The child: load matplotlib, then follow one order a line, ``<order> <folder>``:
+    ``plan`` draws ``plan.pickle`` into the folder; ``keep``, ``redraw`` (draw
+    ``redraw.pickle`` instead) and ``abort`` (drop the drawing) end a session's turn with a
+    JSON line, ``{"drawn": [names]}`` or ``{"error": why}``. Ends with its input."""
     import matplotlib.backends.backend_agg  # noqa: F401 - loaded while the session plans
     import matplotlib.figure  # noqa: F401
 
-    drawn: list[Path] = []
+    drawn: dict[str, list[Path] | str] = {}
     for line in sys.stdin:
-        order = line.strip()
-        if order == "plan":
-            drawn = render_all(_load(staging / "plan.pickle"), staging)
-            continue
-        if order == "keep":
-            break
-        for png in drawn:
-            png.unlink()
-        drawn = render_all(_load(staging / "redraw.pickle"), staging) \
-            if order == "redraw" else []
-        break
-    else:
-        for png in drawn:
-            png.unlink()
-        drawn = []
-    print(json.dumps([p.name for p in drawn]))
+        order, _, where = line.strip().partition(" ")
+        staging = Path(where)
+        try:
+            if order == "plan":
+                drawn[where] = render_all(_load(staging / "plan.pickle"), staging)
+                continue
+            before = drawn.pop(where, [])
+            if isinstance(before, str):  # the planned drawing failed
+                if order == "keep":
+                    raise RuntimeError(before)
+                before = []
+            if order != "keep":
+                for png in before:
+                    png.unlink(missing_ok=True)
+                before = render_all(_load(staging / "redraw.pickle"), staging) \
+                    if order == "redraw" else []
+            answer: dict[str, object] = {"drawn": [p.name for p in before]}
+        except Exception as exc:  # noqa: BLE001 - said to the session, which carries on
+            if order == "plan":
+                drawn[where] = f"{type(exc).__name__}: {exc}"
+                continue
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
 
 
 def _load(path: Path) -> list[Outcome]:
@@ -243,5 +298,5 @@ def _load(path: Path) -> list[Outcome]:
 
 
 if __name__ == "__main__":
-    _child(Path(sys.argv[1]))
+    _serve()
 
