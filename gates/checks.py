@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from gates.model import Kind, Outcome, Status
-from gates.plugin import GATE_FIXTURES, REPORT_ATTR, _session
+from gates.plugin import GATE_FIXTURES, PACKAGE_DIR, REPORT_ATTR, _session
 
 if TYPE_CHECKING:
     from gates.plan import Plan
@@ -31,9 +31,10 @@ def item_id(node: pytest.Item) -> str:
 
 
 def planned_outcome(item: pytest.Item) -> Outcome | None:
-    """The outcome a built-in check was parametrized with (``regression_gate``, ...)."""
+    """The outcome a built-in check (``gates/test_*.py``) was parametrized with; a test of
+    the user's that takes ``regression_gate`` records only what it records itself."""
     params = getattr(getattr(item, "callspec", None), "params", None)
-    if params:
+    if params and item.path.parent == PACKAGE_DIR:
         for name in GATE_FIXTURES:
             if name in params:
                 return params[name]  # type: ignore[no-any-return]
@@ -71,6 +72,7 @@ def record(item: pytest.Item, outcome: Outcome) -> Outcome:
         from gates.logic import apply_severity
 
         outcome = apply_severity(outcome, plan.policy)  # [severity] custom = "warn"
+    _session(item.config).report_outcomes()
     item.stash.setdefault(OUTCOMES, []).append(outcome)
     item.user_properties.extend(junit_properties(outcome))  # type: ignore[attr-defined]
     enforce(outcome, required=plan is not None and plan.promotion_required)
@@ -131,13 +133,14 @@ class ReportHooks:
         """A built-in check's planned outcome and the outcomes a test recorded ride on its
         report: a planned one by its id (every process holds the plan), others as data."""
         planned = planned_outcome(item) if call.when == "call" else None
+        custom: list[Outcome] = item.stash.get(OUTCOMES, [])
+        if planned is not None and any(o is planned for o in custom):
+            planned = None  # the check recorded it itself: gate_check(regression_gate)
         if planned is not None:
             item.user_properties.extend(junit_properties(planned))  # type: ignore[attr-defined]
         report = yield
         if report.when == "call":
-            custom: list[Outcome] = item.stash.get(OUTCOMES, [])
-            recorded = [planned, *(o for o in custom if o is not planned)] \
-                if planned is not None else custom  # gate_check(regression_gate): once
+            recorded = [planned, *custom] if planned is not None else custom
             if recorded:
                 setattr(report, REPORT_ATTR, [self._wire(o) for o in recorded])
         return report
@@ -152,7 +155,7 @@ class ReportHooks:
         for entry in getattr(report, REPORT_ATTR, None) or ():
             outcome = Outcome.from_json(entry) if isinstance(entry, dict) else \
                 plan.outcome(entry) if plan is not None else None
-            if outcome is None:  # an id of another plan: never the case with one controller
+            if outcome is None:  # a bug, not bad input: every process holds one plan
                 raise RuntimeError(f"gates: {report.nodeid} reported {entry!r}, not planned")
             found.append(outcome)
         return found

@@ -96,7 +96,8 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     field_version: str | None = None
     resampling: evidence.Resampling = field(default_factory=evidence.Resampling)
-    _by_id: dict[str, Outcome] | None = field(default=None, repr=False, compare=False)
+    _by_id: tuple[list[Outcome], dict[str, Outcome]] | None = field(default=None, repr=False,
+                                                                     compare=False)
 
     @property
     def promotion_required(self) -> bool:
@@ -108,9 +109,9 @@ class Plan:
 
     def outcome(self, gid: str) -> Outcome | None:
         """A planned outcome by its id (what a check's test report carries), or None."""
-        if self._by_id is None or len(self._by_id) != len(self.outcomes):
-            self._by_id = {o.id: o for o in self.outcomes}
-        return self._by_id.get(gid)
+        if self._by_id is None or self._by_id[0] is not self.outcomes:
+            self._by_id = (self.outcomes, {o.id: o for o in self.outcomes})
+        return self._by_id[1].get(gid)
 
     def header(self) -> list[str]:
         ev = self.evaluation

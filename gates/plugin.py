@@ -165,9 +165,7 @@ class GateSession:
         if self.active:
             return self.plan
         self.active = True
-        from gates.checks import ReportHooks
-
-        self.config.pluginmanager.register(ReportHooks(self), "gates-reports")
+        self.report_outcomes()
         if self.is_worker:
             info = self.config.workerinput  # type: ignore[attr-defined]
             from gates.errors import GateInputError
@@ -192,6 +190,14 @@ class GateSession:
             self.input_error = exc
         self._freeze()
         return self.plan
+
+    def report_outcomes(self) -> None:
+        """Register the per-test hooks that carry outcomes on test reports (once)."""
+        manager = self.config.pluginmanager
+        if manager.get_plugin("gates-reports") is None:
+            from gates.checks import ReportHooks
+
+            manager.register(ReportHooks(self), "gates-reports")
 
     def _freeze(self) -> None:
         """The plan lives as long as the session: keep it (and pytest's own start-up) out
@@ -227,16 +233,18 @@ class GateSession:
 
         return show
 
-    def _register_sinks(self) -> None:
-        """Each sink only when enabled; bad input gets the local files and CI output only."""
+    def _register_sinks(self, *, early: bool) -> None:
+        """Each sink only when enabled; bad input gets the local files and CI output only.
+        ``early``: at session start, when the charts can still draw while the checks run."""
         manager = self.config.pluginmanager
         if self.settings is None or manager.get_plugin("gates-local") is not None:
             return
         from gates.sinks.local import LocalSink
 
-        self.local = local = self.local or LocalSink(charts=self.plan is not None)
+        charts = self.plan is not None and not self.config.option.collectonly
+        self.local = local = self.local or LocalSink(charts=charts)
         manager.register(local, "gates-local")
-        if self.plan is not None:
+        if self.plan is not None and early:
             local.start(self.plan)  # the charts draw while the checks run
         if os.environ.get("GITHUB_ACTIONS") == "true":
             from gates.sinks.github import GithubSink
@@ -265,7 +273,7 @@ class GateSession:
         if self.requested():
             self.load()
             if not self.is_worker:
-                self._register_sinks()
+                self._register_sinks(early=True)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -296,7 +304,7 @@ class GateSession:
         settings = self.settings or Settings(workdir=self.config.invocation_params.dir)
         self.result = finish(self.plan, self.outcomes, settings, int(exitstatus),
                              input_error=self.input_error)
-        self._register_sinks()  # no-op when sessionstart did it (custom gates elsewhere)
+        self._register_sinks(early=False)  # no-op when sessionstart did it
         from gates.sinks.dashboards import dashboards_of
 
         self.result.dashboards = dashboards_of(self.result)  # for every sink; never raises

@@ -217,6 +217,18 @@ def test_parametrized_custom_gates_keep_one_outcome_each(
                       "custom/test_custom.py::test_budget[1.0]/mae_budget": "pass"}
 
 
+def test_a_users_test_of_a_gate_parameter_records_only_what_it_records(
+        pytester: pytest.Pytester, workspace: Workspace) -> None:
+    """A test of the user's may take ``physics_gate`` (parametrized like the built-in
+    check); it does not report those outcomes a second time, unless it records them."""
+    pytester.makepyfile(test_reads="def test_reads(physics_gate):\n"
+                                   "    assert physics_gate.kind == 'physics'\n")
+    result = pytester.runpytest(*workspace.args(), "test_reads.py")
+    assert result.ret == 0
+    ids = [g["id"] for g in gates_json(workspace)["gates"]]
+    assert len(ids) == len(set(ids)) and any(i.startswith("physics/") for i in ids)
+
+
 REGRESSION_CHECK = '''
 def test_energy(gate_regression):
     gate_regression.check("energy_error", CURRENT, baseline=1.0)

@@ -191,6 +191,9 @@ class _Child:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        for handle in (self.proc.stdin, self.proc.stdout):
+            if handle is not None:
+                handle.close()
 
     @property
     def alive(self) -> bool:
@@ -202,6 +205,9 @@ _CHILD: list[_Child] = []  # this process's drawing process, started on first us
 
 def _child() -> _Child:
     if not _CHILD or not _CHILD[0].alive:
+        if _CHILD:
+            _CHILD[0].stop()
+            _CHILD[0].log.close()
         _CHILD[:] = [_Child()]
     return _CHILD[0]
 
@@ -215,9 +221,9 @@ class ChartProcess:
     WAIT_S = 120.0
 
     def __init__(self) -> None:
+        self.child = _child()
         self.staging = Path(tempfile.mkdtemp(prefix="gates-charts-"))
         self.planned: list[Outcome] | None = None
-        self.child = _child()
 
     def plan(self, outcomes: list[Outcome]) -> None:
         """The planned outcomes: the child draws them while the checks run."""
@@ -240,13 +246,13 @@ class ChartProcess:
             shutil.rmtree(self.staging, ignore_errors=True)
 
     def abort(self) -> None:
-        """Nothing to chart (bad input, ``--collect-only``): the child drops what it drew."""
+        """Nothing to chart (bad input): the child drops what it drew for this session,
+        without an answer, so nobody waits for it."""
         try:
-            if self.child.alive:
+            if self.planned is not None and self.child.alive:
                 self._order("abort")
-                self.child.answer(self.WAIT_S)
         except RuntimeError:
-            pass
+            pass  # a dead child has nothing to drop
         finally:
             shutil.rmtree(self.staging, ignore_errors=True)
 
@@ -259,9 +265,10 @@ class ChartProcess:
 
 def _serve() -> None:
     """The child: load matplotlib, then follow one order a line, ``<order> <folder>``:
-    ``plan`` draws ``plan.pickle`` into the folder; ``keep``, ``redraw`` (draw
-    ``redraw.pickle`` instead) and ``abort`` (drop the drawing) end a session's turn with a
-    JSON line, ``{"drawn": [names]}`` or ``{"error": why}``. Ends with its input."""
+    ``plan`` draws ``plan.pickle`` into the folder; ``keep`` and ``redraw`` (draw
+    ``redraw.pickle`` instead) end a session's turn with a JSON line, ``{"drawn": [names]}``
+    or ``{"error": why}``; ``abort`` drops the drawing and answers nothing. Ends with its
+    input."""
     import matplotlib.backends.backend_agg  # noqa: F401 - loaded while the session plans
     import matplotlib.figure  # noqa: F401
 
@@ -281,11 +288,12 @@ def _serve() -> None:
             if order != "keep":
                 for png in before:
                     png.unlink(missing_ok=True)
-                before = render_all(_load(staging / "redraw.pickle"), staging) \
-                    if order == "redraw" else []
+                if order == "abort":
+                    continue
+                before = render_all(_load(staging / "redraw.pickle"), staging)
             answer: dict[str, object] = {"drawn": [p.name for p in before]}
         except Exception as exc:  # noqa: BLE001 - said to the session, which carries on
-            if order == "plan":
+            if order in ("plan", "abort"):
                 drawn[where] = f"{type(exc).__name__}: {exc}"
                 continue
             answer = {"error": f"{type(exc).__name__}: {exc}"}

@@ -7,7 +7,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,16 +44,31 @@ class LocalSink:
     """
 
     def __init__(self, *, charts: bool = True) -> None:
-        from gates.sinks.charts import ChartProcess
-
-        self.charts: ChartProcess | None = ChartProcess() if charts else None
+        self.charts: ChartProcess | None = None
+        self.chart_problem: str | None = None  # why the charts could not start, if so
+        if charts:
+            self._charts(lambda: None)
 
     def start(self, plan: Plan) -> None:
-        if self.charts is not None:
-            self.charts.plan(plan.outcomes)
+        """The plan is known: the charts draw while the checks run."""
+        charts = self.charts
+        if charts is not None:
+            self._charts(lambda: charts.plan(plan.outcomes))
+
+    def _charts(self, step: Callable[[], None]) -> None:
+        """Start the chart process, or give it an order; trouble is a note, never an end."""
+        from gates.sinks.charts import ChartProcess
+
+        try:
+            if self.charts is None:
+                self.charts = ChartProcess()
+            step()
+        except (OSError, RuntimeError) as exc:
+            self.chart_problem = str(exc)
+            self.close()
 
     def close(self) -> None:
-        """End a chart process the session did not use."""
+        """End this session's turn with the chart process (which stays for the next)."""
         if self.charts is not None:
             self.charts.abort()
             self.charts = None
@@ -64,10 +79,12 @@ class LocalSink:
         out.mkdir(parents=True, exist_ok=True)
         pictures: list[Path] = []
         if result.plan is not None:
-            from gates.sinks.charts import ChartProcess
-
-            charts, self.charts = self.charts or ChartProcess(), None
+            if self.charts is None and self.chart_problem is None:  # planned at the end
+                self._charts(lambda: None)
+            charts, self.charts = self.charts, None
             try:
+                if charts is None:
+                    raise RuntimeError(self.chart_problem)
                 pictures = charts.finish(result.outcomes, out)
             except (OSError, RuntimeError, ValueError) as exc:
                 result.notes.append(f"charts not drawn: {exc}")
