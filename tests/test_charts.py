@@ -114,3 +114,25 @@ def test_a_gate_session_leaves_no_chart_folder(pytester: pytest.Pytester,
                                 *base)
     assert listed.ret == 0
     assert list(scratch.iterdir()) == []
+
+
+def test_a_killed_session_leaves_no_chart_folder(tmp_path: Path) -> None:
+    """The parent dies mid-session (no finish, no abort): its child removes the folder."""
+    import subprocess
+    import sys
+    import time
+
+    script = ("import os, sys\n"
+              "from tests.test_charts import PLANNED\n"
+              "from gates.sinks.charts import ChartProcess\n"
+              "charts = ChartProcess()\ncharts.plan(PLANNED)\n"
+              "print(charts.staging, flush=True)\nos._exit(0)\n")
+    from tests.conftest import ROOT
+
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True, cwd=ROOT)
+    staging = Path(done.stdout.strip())
+    deadline = time.monotonic() + 60
+    while staging.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not staging.exists()

@@ -224,6 +224,7 @@ class ChartProcess:
         self.child = _child()
         self.staging = Path(tempfile.mkdtemp(prefix="gates-charts-"))
         self.planned: list[Outcome] | None = None
+        self._order("open")  # the child removes the folder if this process dies first
 
     def plan(self, outcomes: list[Outcome]) -> None:
         """The planned outcomes: the child draws them while the checks run."""
@@ -265,10 +266,10 @@ class ChartProcess:
 
 def _serve() -> None:
     """The child: load matplotlib, then follow one order a line, ``<order> <folder>``:
-    ``plan`` draws ``plan.pickle`` into the folder; ``keep`` and ``redraw`` (draw
-    ``redraw.pickle`` instead) end a session's turn with a JSON line, ``{"drawn": [names]}``
-    or ``{"error": why}``; ``abort`` drops the drawing and answers nothing. Ends with its
-    input."""
+    ``open`` names a session's folder; ``plan`` draws ``plan.pickle`` into it; ``keep`` and
+    ``redraw`` (draw ``redraw.pickle`` instead) end a session's turn with a JSON line,
+    ``{"drawn": [names]}`` or ``{"error": why}``; ``abort`` drops the drawing and answers
+    nothing. Ends with its input, removing the folders of sessions that never ended."""
     import matplotlib.backends.backend_agg  # noqa: F401 - loaded while the session plans
     import matplotlib.figure  # noqa: F401
 
@@ -277,6 +278,9 @@ def _serve() -> None:
         order, _, where = line.strip().partition(" ")
         staging = Path(where)
         try:
+            if order == "open":
+                drawn[where] = []
+                continue
             if order == "plan":
                 drawn[where] = render_all(_load(staging / "plan.pickle"), staging)
                 continue
@@ -299,6 +303,8 @@ def _serve() -> None:
             answer = {"error": f"{type(exc).__name__}: {exc}"}
         sys.stdout.write(json.dumps(answer) + "\n")
         sys.stdout.flush()
+    for where in drawn:  # the parent ended without ending these sessions (killed)
+        shutil.rmtree(where, ignore_errors=True)
 
 
 def _load(path: Path) -> list[Outcome]:
