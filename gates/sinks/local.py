@@ -47,7 +47,7 @@ class LocalSink:
         self.charts: ChartProcess | None = None
         self.chart_problem: str | None = None  # why the charts could not start, if so
         if charts:
-            self._charts(lambda: None)
+            self._charts()
 
     def start(self, plan: Plan) -> None:
         """The plan is known: the charts draw while the checks run."""
@@ -55,14 +55,15 @@ class LocalSink:
         if charts is not None:
             self._charts(lambda: charts.plan(plan.outcomes))
 
-    def _charts(self, step: Callable[[], None]) -> None:
+    def _charts(self, step: Callable[[], None] | None = None) -> None:
         """Start the chart process, or give it an order; trouble is a note, never an end."""
         from gates.sinks.charts import ChartProcess
 
         try:
             if self.charts is None:
                 self.charts = ChartProcess()
-            step()
+            if step is not None:
+                step()
         except (OSError, RuntimeError) as exc:
             self.chart_problem = str(exc)
             self.close()
@@ -80,7 +81,7 @@ class LocalSink:
         pictures: list[Path] = []
         if result.plan is not None:
             if self.charts is None and self.chart_problem is None:  # planned at the end
-                self._charts(lambda: None)
+                self._charts()
             charts, self.charts = self.charts, None
             try:
                 if charts is None:
