@@ -15,13 +15,23 @@ from gates.model import Outcome, Status
 from gates.sinks.wandb import (
     WandbSink,
     build_record,
+    dashboard_items,
     init_options,
     physics_alert,
     regression_alert,
     results_rows,
 )
-from tests.conftest import Workspace
-from tests.test_dashboards import CONFIG_YAML, write_leaderboard, write_training_log, write_ttc
+from tests.conftest import Workspace, hermetic_wandb_env
+from tests.test_dashboards import (
+    CONFIG_YAML,
+    EXTRA,
+    METRICS,
+    build_realistic,
+    write_leaderboard,
+    write_realistic,
+    write_training_log,
+    write_ttc,
+)
 from tests.wandb_run import find_offline_runs, session_result, the_run
 
 
@@ -154,6 +164,57 @@ def test_more_rows_than_wandbs_table_limit_are_all_logged(tmp_path: Path) -> Non
     rows = run.table_rows("gates/results")
     assert len(rows) == len(many) and rows[-1]["gate"] == "regression/m10004"
     assert run.summary["gates/regression/m10004"] == "pass"
+
+
+SAME_TABLES = """
+import json, sys
+import wandb
+from gates.sinks.wandb_child import _TYPES, _plain_table
+
+run = wandb.init(mode="offline", project="p", dir=sys.argv[1])
+out, payload = {}, {}
+for key, spec in json.loads(sys.stdin.read()).items():
+    tables = []
+    for cls in (wandb.Table, _plain_table(wandb)):
+        table = cls(columns=spec["columns"], data=[], optional=True,
+                    dtype=[_TYPES[t] for t in spec["types"]])
+        table.data = spec["rows"]
+        tables.append(table)
+    out[key] = [t.to_json(wandb.Artifact("t", "run_table")) for t in tables]
+    payload |= {f"stock/{key}": tables[0], f"plain/{key}": tables[1]}
+run.log(payload)  # in one call, as the sink logs
+out["run_dir"] = run.dir
+run.finish()
+print(json.dumps(out))
+"""
+
+
+def test_plain_tables_write_what_wandb_table_writes(tmp_path: Path) -> None:
+    """The child's fast table (gates.sinks.wandb_child._plain_table) writes the documents
+    the pinned wandb.Table writes, for every table a session logs: the run's media file
+    byte for byte, and the artifact entry."""
+    boards = tmp_path / "boards"
+    boards.mkdir()
+    (boards / "eval.json").write_text(json.dumps({"metrics": METRICS, "extra": EXTRA}))
+    write_realistic(boards)
+    record = build_record(session_result(tmp_path, OUTCOMES))
+    record["tables"].update(dashboard_items(build_realistic(boards))["tables"])
+    tables = record["tables"]
+    assert {"gates/results", "training_summary/stage_comparison", "leaderboard/full_table"} \
+        <= set(tables)
+    done = subprocess.run([sys.executable, "-c", SAME_TABLES, str(tmp_path / "run")],
+                          input=json.dumps(tables), capture_output=True, text=True,
+                          env=hermetic_wandb_env(tmp_path / "home"), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    media = Path(out.pop("run_dir")) / "media" / "table"
+    for key, (stock, plain) in out.items():
+        assert plain == stock, key
+        assert stock["nrows"] == len(tables[key]["rows"])
+        (a,) = media.glob(f"stock/{key}_0_*.table.json")
+        (b,) = media.glob(f"plain/{key}_0_*.table.json")
+        assert b.read_bytes() == a.read_bytes(), key
+        assert a.name.rsplit("_", 1)[1] == b.name.rsplit("_", 1)[1]  # the same digest
 
 
 def test_without_wandb_one_warning_and_nothing_else(

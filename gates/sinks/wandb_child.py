@@ -14,6 +14,7 @@ Everything wandb prints goes to stderr.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pickle
 import shutil
@@ -114,16 +115,55 @@ def _warm_up(wandb: Any) -> None:
 
 
 def _wandb_table(wandb: Any, spec: Record) -> Any:
-    """A wandb.Table with declared column types instead of inferring them row by row.
+    """A wandb.Table of our plain rows, with the column types declared instead of inferred.
 
-    ``wandb.Table`` checks every row's types in Python (about 0.4 ms a row: 4 s at 10,000
-    gates). Our rows have one type per column (or None) by construction, so the types
-    are declared once and the rows attached as they are; the table file is identical.
+    ``wandb.Table`` checks every added row's types in Python (about 0.4 ms a row: 4 s at
+    10,000 gates), so the types are declared once and the rows attached as they are.
     """
-    table = wandb.Table(columns=spec["columns"], data=[],
-                        dtype=[_TYPES[t] for t in spec["types"]], optional=True)
+    table = _plain_table(wandb)(columns=spec["columns"], data=[],
+                                dtype=[_TYPES[t] for t in spec["types"]], optional=True)
     table.data = spec["rows"]
     return table
+
+
+@functools.cache
+def _plain_table(wandb: Any) -> type:
+    """``wandb.Table`` for cells that are already JSON: text, finite floats, None.
+
+    wandb writes a logged table twice (the run's media file and the run_table artifact's
+    entry) and sends every cell through its own converters first (numpy, datetimes, media,
+    nested lists), about 0.1 ms a cell: 0.9 s for the 10,000-row results table of a
+    10,000-gate session, the longest wait of the W&B sink. Our rows hold only plain cells
+    by construction (:func:`gates.sinks.wandb.results_rows` and the other builders), for
+    which each converter is the identity, so this subclass writes them as they are. Both
+    JSON documents are the ones ``wandb.Table`` writes (tests/test_wandb_sink.py compares
+    them for the pinned wandb version).
+    """
+    from wandb import util
+    from wandb.sdk.data_types._private import MEDIA_TMP
+    from wandb.sdk.data_types.base_types.media import Media
+    from wandb.sdk.lib import runid
+
+    class PlainTable(wandb.Table):  # type: ignore[misc, name-defined]
+        def bind_to_run(self, *args: Any, **kwargs: Any) -> None:
+            path = os.path.join(MEDIA_TMP.name, runid.generate_id() + ".table.json")
+            with open(path, "w", encoding="utf-8") as handle:
+                util.json_dump_safer({"columns": self.columns, "data": self.data}, handle)
+            self._set_file(path, is_tmp=True, extension=".table.json")
+            Media.bind_to_run(self, *args, **kwargs)
+
+        def to_json(self, run_or_artifact: Any) -> dict[str, Any]:
+            if not isinstance(run_or_artifact, wandb.Artifact):
+                return super().to_json(run_or_artifact)  # type: ignore[no-any-return]
+            document: dict[str, Any] = Media.to_json(self, run_or_artifact)
+            document.update({"_type": wandb.Table._log_type, "columns": self.columns,
+                             "data": self.data, "ncols": len(self.columns),
+                             "nrows": len(self.data),
+                             "column_types": self._column_types.to_json(run_or_artifact),
+                             "log_mode": self.log_mode})
+            return document
+
+    return PlainTable
 
 
 def write_record(run: Any, record: Record) -> str:
