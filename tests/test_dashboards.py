@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -36,6 +35,7 @@ from gates.sinks.dashboards import (
     TTC_REWARD_CURVE,
     TTC_SUMMARY,
     Dashboards,
+    Table,
     build_dashboards,
     markdown_table,
 )
@@ -175,14 +175,15 @@ def png_size(path: Path) -> tuple[int, int]:
     return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
-def assert_wandb_safe(table: pd.DataFrame) -> None:
+def assert_wandb_safe(table: Table) -> None:
     """wandb.Table rejects a column mixing numbers and text: one type per column."""
     for column in table.columns:
-        values = table[column].tolist()
-        if pd.api.types.is_float_dtype(table[column].dtype):
-            continue
-        assert table[column].dtype == object, column
+        values = table.column(column)
         kinds = {type(v) for v in values if v is not None}
+        if table.type_of(column) == "float":
+            assert kinds <= {float}, (column, values[:5])
+            continue
+        assert table.type_of(column) == "str", column
         assert kinds in ({str}, {bool}, set()), (column, values[:5])
 
 
@@ -237,8 +238,8 @@ def test_stage_comparison_matches_the_log(realistic: Realistic) -> None:
     table = realistic.dash.tables[STAGE_COMPARISON]
     assert list(table.columns) == ["Stage", "Final Loss", "Best Loss", "Total Epochs",
                                    "Time (min)"]
-    assert table["Stage"].tolist() == list(STAGES)
-    for row in table.itertuples(index=False):
+    assert table.column("Stage") == list(STAGES)
+    for row in table.rows:
         expected = truth[row[0]]
         assert row[1] == expected.final  # exactly what was written
         assert row[2] == expected.best
@@ -246,18 +247,18 @@ def test_stage_comparison_matches_the_log(realistic: Realistic) -> None:
         assert row[3] == expected.epochs
         assert row[4] == pytest.approx(expected.minutes)
     for column in ("Final Loss", "Best Loss", "Total Epochs", "Time (min)"):
-        assert table[column].dtype == float
+        assert table.type_of(column) == "float"
 
 
 def test_leaderboard_tables_are_typed_and_top5_ignores_blanks(realistic: Realistic) -> None:
     dash, records = realistic.dash, realistic.records
     full = dash.tables[LEADERBOARD_FULL]
-    assert full.shape == (200, len(LEADERBOARD_HEADER))
+    assert (len(full), len(full.columns)) == (200, len(LEADERBOARD_HEADER))
     assert list(full.columns) == LEADERBOARD_HEADER
-    assert full["metric:nrmse"].dtype == float and full["metric:mse"].dtype == float
-    assert full["extra:samples"].dtype == float  # every filled cell is a number
-    assert full["extra:ttc"].tolist() == [True] * 200  # a column of booleans is typed
-    assert full["notes"].tolist()[:3] == ["baseline, rerun", None, None]  # blank -> None
+    assert full.type_of("metric:nrmse") == "float" and full.type_of("metric:mse") == "float"
+    assert full.type_of("extra:samples") == "float"  # every filled cell is a number
+    assert full.column("extra:ttc") == [True] * 200  # a column of booleans is typed
+    assert full.column("notes")[:3] == ["baseline, rerun", None, None]  # blank -> None
 
     numeric = []
     for r in records:
@@ -267,8 +268,8 @@ def test_leaderboard_tables_are_typed_and_top5_ignores_blanks(realistic: Realist
             continue
     expected = [run for _, run in sorted(numeric)[:5]]
     top = dash.tables[LEADERBOARD_TOP5]
-    assert top["run_id"].tolist() == expected
-    assert top["metric:nrmse"].tolist() == sorted(v for v, _ in numeric)[:5]
+    assert top.column("run_id") == expected
+    assert top.column("metric:nrmse") == sorted(v for v, _ in numeric)[:5]
     assert list(top.columns) == LEADERBOARD_HEADER
 
 
@@ -277,8 +278,8 @@ def test_leaderboard_entry_and_summary_follow_the_report_run_id(reports: Path) -
     extra = dict(EXTRA, run_id="run-0017")
     dash = build(reports, extra=extra, leaderboard=reports / "leaderboard.csv")
     entry = dash.tables[LEADERBOARD_ENTRY]
-    assert entry.shape == (1, len(LEADERBOARD_HEADER))
-    assert entry["run_id"].tolist() == ["run-0017"]
+    assert (len(entry), len(entry.columns)) == (1, len(LEADERBOARD_HEADER))
+    assert entry.column("run_id") == ["run-0017"]
     record = records[17]
     assert dash.summary == {
         "leaderboard_run_id": "run-0017", "leaderboard_label": "exp17",
@@ -294,7 +295,7 @@ def test_leaderboard_report_row_by_label_or_run_id(reports: Path, row: str, expe
     write_leaderboard(reports / "lb.csv")
     ev = load_evaluation(reports / "lb.csv", row=row)
     dash = build_dashboards(ev, out_dir=reports)
-    assert dash.tables[LEADERBOARD_ENTRY]["run_id"].tolist() == [expected]
+    assert dash.tables[LEADERBOARD_ENTRY].column("run_id") == [expected]
     assert dash.summary["leaderboard_run_id"] == expected
 
 
@@ -308,7 +309,7 @@ def test_leaderboard_report_defaults_to_the_newest_timestamp(reports: Path) -> N
     (reports / "lb.csv").write_text(text)
     dash = build_dashboards(load_evaluation(reports / "lb.csv"), out_dir=reports)
     newest = max(records, key=lambda r: r["timestamp"])
-    assert dash.tables[LEADERBOARD_ENTRY]["run_id"].tolist() == [newest["run_id"]]
+    assert dash.tables[LEADERBOARD_ENTRY].column("run_id") == [newest["run_id"]]
 
 
 def test_a_json_report_never_gets_another_runs_entry(reports: Path) -> None:
@@ -343,19 +344,19 @@ def test_reward_curve_holds_chosen_and_mean(reports: Path) -> None:
 def test_eval_summary_groups_accuracy_physics_info(reports: Path) -> None:
     table = build(reports).tables[EVAL_SUMMARY]
     assert list(table.columns) == ["Category", "Metric", "Value"]
-    groups = {c: table[table["Category"] == c]["Metric"].tolist()
+    groups = {c: [metric for category, metric, _ in table.rows if category == c]
               for c in ("Accuracy", "Physics", "Info")}
     assert groups["Accuracy"] == ["mse", "mae", "rmse", "nrmse", "nrmse@10", "rel_l2",
                                   "field/nrmse"]
     assert groups["Physics"] == ["bc_violation", "conservation_gap", "negativity_penalty",
                                  "field/conservation_gap"]
     assert groups["Info"] == ["samples", "tau", "ttc"]  # text extras stay out of a float column
-    assert table["Value"].dtype == float
-    values = dict(zip(table["Metric"], table["Value"], strict=True))
+    assert table.type_of("Value") == "float"
+    values = dict(zip(table.column("Metric"), table.column("Value"), strict=True))
     assert values["nrmse"] == 0.0626 and values["samples"] == 64.0 and values["ttc"] == 1.0
     nan = build(reports, metrics={"nrmse": math.nan}, extra={})
     assert "| Accuracy | nrmse | NaN |" in nan.markdown()  # a reported NaN is not a blank
-    assert table["Category"].tolist().index("Physics") > table["Category"].tolist().index(
+    assert table.column("Category").index("Physics") > table.column("Category").index(
         "Accuracy")
 
 
@@ -374,7 +375,8 @@ def test_configuration_from_the_yaml_sidecar(reports: Path) -> None:
     (reports / "eval.config.yaml").write_text(CONFIG_YAML)
     table = build(reports).tables[CONFIGURATION]
     assert list(table.columns) == ["Parameter", "Value"]
-    assert dict(zip(table["Parameter"], table["Value"], strict=True)) == EXPECTED_CONFIG
+    assert dict(zip(table.column("Parameter"), table.column("Value"), strict=True)) == \
+        EXPECTED_CONFIG
 
 
 def test_bad_yaml_names_the_line_and_skips_only_the_configuration(reports: Path) -> None:
@@ -390,9 +392,9 @@ def test_bad_yaml_names_the_line_and_skips_only_the_configuration(reports: Path)
 def test_configuration_falls_back_to_the_report_extra(reports: Path) -> None:
     nested = build(reports, extra={"config": {"model": {"dim": 8}, "lr": 0.01}})
     table = nested.tables[CONFIGURATION]
-    assert table.values.tolist() == [["model.dim", "8"], ["lr", "0.01"]]
+    assert table.rows == [["model.dim", "8"], ["lr", "0.01"]]
     flat = build(reports, extra={"samples": 64, "ttc": False, "curve": [1, 2]})
-    assert flat.tables[CONFIGURATION].values.tolist() == [["samples", "64"], ["ttc", "false"]]
+    assert flat.tables[CONFIGURATION].rows == [["samples", "64"], ["ttc", "false"]]
 
 
 # ----------------------------------------------------------------------------- TTC edge cases
@@ -607,7 +609,7 @@ def test_stages_are_discovered_and_unknowns_stay_blank(tmp_path: Path) -> None:
     log.write_text("\n".join(json.dumps(r) for r in records) + "\n\n")
     dash = build_dashboards(evaluation_of(None, {}, {}), out_dir=tmp_path, training_log=log)
     table = dash.tables[STAGE_COMPARISON]
-    rows = {r[0]: r[1:] for r in table.itertuples(index=False)}
+    rows = {r[0]: tuple(r[1:]) for r in table.rows}
     assert list(rows) == ["warmup", "my_custom_stage", "other"]
     final, best, epochs, minutes = rows["warmup"]
     assert math.isnan(final) and math.isnan(best)  # no loss: blank, not 0
@@ -657,8 +659,8 @@ def test_markdown_lists_warnings_and_is_empty_without_dashboards(tmp_path: Path)
 
 
 def test_markdown_table_renderer() -> None:
-    table = pd.DataFrame({"name": pd.Series(["a|b", None], dtype=object),
-                          "value": [8.8e-4, math.nan], "count": [3.0, 1e20]})
+    table = Table.of([("name", "str"), ("value", "float"), ("count", "float")],
+                     [["a|b", 8.8e-4, 3.0], [None, math.nan, 1e20]])
     assert markdown_table(table) == (
         "| name | value | count |\n|---|---|---|\n| a\\|b | 0.00088 | 3 |\n|  |  | 1e+20 |")
 
@@ -670,7 +672,7 @@ def test_yaml_aliases_cannot_blow_the_configuration_up(reports: Path) -> None:
         for i in range(8))
     (reports / "eval.config.yaml").write_text(lists)
     table = build(reports).tables[CONFIGURATION]
-    assert len(table) == 9 and all(len(v) < 5_000 for v in table["Value"])
+    assert len(table) == 9 and all(len(v) < 5_000 for v in table.column("Value"))
     maps = "a: &a {x: 1, y: 2}\n" + "".join(
         f"{chr(98 + i)}: &{chr(98 + i)} {{p: *{chr(97 + i)}, q: *{chr(97 + i)}}}\n"
         for i in range(20))

@@ -1,14 +1,15 @@
 """Dashboards from an evaluation and its sidecars, as plain data: tables, figures, lines.
 
 The readers live in :mod:`gates.inputs`; this module only arranges what they read. Nothing
-here imports wandb: the W&B sink logs what :func:`build_dashboards` returns (each DataFrame
-as a ``wandb.Table``, each PNG as a ``wandb.Image``, each :class:`LineChart` as a line
-series, :attr:`Dashboards.summary` into the run summary) and ``gates.md`` gets the same
-through :meth:`Dashboards.markdown`, so the local outputs and W&B never disagree.
+here imports wandb: the W&B sink logs what :func:`build_dashboards` returns (each
+:class:`Table` as a ``wandb.Table``, each PNG as a ``wandb.Image``, each :class:`LineChart`
+as a line series, :attr:`Dashboards.summary` into the run summary) and ``gates.md`` gets the
+same through :meth:`Dashboards.markdown`, so the local outputs and W&B never disagree.
 
-Every table column holds one type: float (NaN for a blank), text (``str``, ``None`` for a
-blank) or, for a leaderboard column of ``True``/``False`` cells, bool (``None`` for a
-blank), because ``wandb.Table`` rejects a column mixing numbers and strings.
+Every table column holds one type: float (NaN for a blank), or text (``str``, ``None`` for
+a blank; a leaderboard column of ``True``/``False`` cells holds bools), because
+``wandb.Table`` rejects a column mixing numbers and strings. Tables are plain rows: pandas
+is imported only where a CSV is read (the leaderboard), not in every gate session.
 
 A sidecar is optional evidence, not the verdict: a malformed one yields one warning line
 ``<file>:<line>: <problem>; the <name> dashboard is skipped`` and skips only the dashboard
@@ -26,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from gates.errors import GateInputError
 from gates.inputs.config import read_config
 from gates.inputs.files import number
@@ -41,6 +40,8 @@ from gates.sinks.dashboard_figures import render_ttc_summary, ttc_series
 from gates.sinks.local import md_table
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from gates.result import SessionResult
 
 EVAL_SUMMARY = "eval_summary/full"
@@ -87,15 +88,61 @@ class LineChart:
 
 
 @dataclass
+class Table:
+    """A dashboard table as plain data: column names, each column's type (``"float"`` or
+    ``"str"``), and rows of cells (a float column holds floats, NaN for a blank; a text
+    column holds text, or bools, and None for a blank)."""
+
+    columns: list[str]
+    types: list[str]
+    rows: list[list[Any]]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def column(self, name: str) -> list[Any]:
+        at = self.columns.index(name)
+        return [row[at] for row in self.rows]
+
+    def type_of(self, name: str) -> str:
+        return self.types[self.columns.index(name)]
+
+    @classmethod
+    def of(cls, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]) -> Table:
+        """From ``(name, type)`` pairs and rows; float columns' cells become floats."""
+        floats = [i for i, (_, kind) in enumerate(columns) if kind == "float"]
+        cells = [list(row) for row in rows]
+        for row in cells:
+            for i in floats:
+                row[i] = math.nan if row[i] is None else float(row[i])
+        return cls([name for name, _ in columns], [kind for _, kind in columns], cells)
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> Table:
+        """A read leaderboard's DataFrame: numeric columns float, every other one text."""
+        import pandas as pd
+
+        types = ["float" if pd.api.types.is_numeric_dtype(frame[c].dtype)
+                 and not pd.api.types.is_bool_dtype(frame[c].dtype) else "str"
+                 for c in frame.columns]
+        rows = []
+        for row in frame.astype(object).itertuples(index=False, name=None):
+            rows.append([None if kind == "str" and isinstance(v, float) and math.isnan(v)
+                         else v.item() if hasattr(v, "item") else v
+                         for v, kind in zip(row, types, strict=True)])
+        return cls.of(list(zip([str(c) for c in frame.columns], types, strict=True)), rows)
+
+
+@dataclass
 class Dashboards:
     """Everything the dashboards produced, plus why any of them was skipped.
 
-    ``tables``: key -> DataFrame; ``images``: key -> PNG path; ``lines``: key ->
+    ``tables``: key -> :class:`Table`; ``images``: key -> PNG path; ``lines``: key ->
     :class:`LineChart`; ``summary``: ``leaderboard_<key>`` values for the run summary;
     ``warnings``: one line per skipped dashboard.
     """
 
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    tables: dict[str, Table] = field(default_factory=dict)
     images: dict[str, Path] = field(default_factory=dict)
     lines: dict[str, LineChart] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
@@ -252,7 +299,7 @@ def _info_items(extra: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[st
             yield from _info_items(value, f"{name}.")
 
 
-def eval_summary_table(metrics: Mapping[str, Any], extra: Mapping[str, Any]) -> pd.DataFrame:
+def eval_summary_table(metrics: Mapping[str, Any], extra: Mapping[str, Any]) -> Table:
     """Category, Metric, Value: Accuracy, then Physics metrics, then numeric extras as Info.
 
     Value is float throughout (a boolean extra reads 1.0/0.0); text extras are left out so
@@ -262,28 +309,20 @@ def eval_summary_table(metrics: Mapping[str, Any], extra: Mapping[str, Any]) -> 
     rows = sorted(((_category(n), n, v) for n, v in scored if v is not None),
                   key=lambda r: (r[0] != "Accuracy", _metric_order(r[1])))
     rows += [("Info", name, value) for name, value in _info_items(extra)]
-    return pd.DataFrame({
-        "Category": pd.Series([r[0] for r in rows], dtype=object),
-        "Metric": pd.Series([r[1] for r in rows], dtype=object),
-        "Value": pd.Series([r[2] for r in rows], dtype=float),
-    })
+    return Table.of([("Category", "str"), ("Metric", "str"), ("Value", "float")], rows)
 
 
 # --------------------------------------------------------------------------- training
 
 
-def stage_comparison_table(stages: Sequence[StageSummary]) -> pd.DataFrame:
+def stage_comparison_table(stages: Sequence[StageSummary]) -> Table:
     """Stage, Final Loss, Best Loss, Total Epochs, Time (min): every stage side by side."""
-    table = pd.DataFrame([(s.stage, s.final_loss, s.best_loss, s.epochs, s.minutes)
-                          for s in stages], columns=list(STAGE_COLUMNS))
-    table["Stage"] = table["Stage"].astype(object)
-    for column in STAGE_COLUMNS[1:]:
-        table[column] = table[column].astype(float)
-    return table
+    return Table.of([(STAGE_COLUMNS[0], "str"), *((c, "float") for c in STAGE_COLUMNS[1:])],
+                    [(s.stage, s.final_loss, s.best_loss, s.epochs, s.minutes) for s in stages])
 
 
 def configuration_table(config: Mapping[str, Any] | None,
-                        extra: Mapping[str, Any]) -> pd.DataFrame:
+                        extra: Mapping[str, Any]) -> Table:
     """Parameter, Value: the evaluation's configuration, nested keys joined with dots.
 
     From ``<prefix>.config.yaml`` when there is one, else from ``extra["config"]`` (a
@@ -301,10 +340,7 @@ def configuration_table(config: Mapping[str, Any] | None,
     rows = list(itertools.islice(_flatten(data), MAX_CONFIG_ROWS + 1))
     if len(rows) > MAX_CONFIG_ROWS:  # e.g. YAML aliases nested into a "billion laughs"
         raise _Skip(None, f"more than {MAX_CONFIG_ROWS} settings; not shown")
-    return pd.DataFrame({
-        "Parameter": pd.Series([r[0] for r in rows], dtype=object),
-        "Value": pd.Series([r[1] for r in rows], dtype=object),
-    })
+    return Table.of([("Parameter", "str"), ("Value", "str")], rows)
 
 
 def _flatten(data: Mapping[Any, Any], prefix: str = "") -> Iterator[tuple[str, str]]:
@@ -391,7 +427,7 @@ def _leaderboard_dashboards(dash: Dashboards, path: Path, evaluation: Evaluation
     if board is None:
         return
     table = board.table
-    dash.tables[LEADERBOARD_FULL] = table
+    dash.tables[LEADERBOARD_FULL] = Table.from_frame(table)
 
     with _section(dash, LEADERBOARD_TOP5, path):
         if "metric:nrmse" not in table.columns:
@@ -399,7 +435,7 @@ def _leaderboard_dashboards(dash: Dashboards, path: Path, evaluation: Evaluation
         top = top_by(table, "metric:nrmse")
         if not len(top):
             raise _Skip(path, "no row has a numeric metric:nrmse")
-        dash.tables[LEADERBOARD_TOP5] = top
+        dash.tables[LEADERBOARD_TOP5] = Table.from_frame(top)
 
     with _section(dash, LEADERBOARD_ENTRY, path):
         ids = run_ids(evaluation, run_info)
@@ -410,8 +446,7 @@ def _leaderboard_dashboards(dash: Dashboards, path: Path, evaluation: Evaluation
             raise _Skip(path, f"no row is this run's (run ids looked for: {looked}"
                               f"{f'; config {config}' if config else ''}); no entry is shown "
                               "rather than another run's")
-        entry = table.iloc[[position]].reset_index(drop=True)
-        dash.tables[LEADERBOARD_ENTRY] = entry
+        dash.tables[LEADERBOARD_ENTRY] = Table.from_frame(table.iloc[[position]])
         dash.summary.update(leaderboard_summary(board.row(position)))
 
 
@@ -504,14 +539,13 @@ def format_cell(value: Any, *, nan: str = "") -> str:
     return text if len(text) <= _MD_MAX_CELL else text[: _MD_MAX_CELL - 1] + "…"
 
 
-def markdown_table(table: pd.DataFrame, *, max_rows: int | None = None, nan: str = "") -> str:
-    """A DataFrame through the project's one Markdown table writer, with a row cap."""
+def markdown_table(table: Table, *, max_rows: int | None = None, nan: str = "") -> str:
+    """A table through the project's one Markdown table writer, with a row cap."""
     if not len(table.columns):
         return "_(empty)_"
-    shown = table if max_rows is None else table.head(max_rows)
-    body = [[format_cell(v, nan=nan) for v in row]
-            for row in shown.itertuples(index=False, name=None)]
-    text = md_table([str(c) for c in table.columns], body)
+    shown = table.rows if max_rows is None else table.rows[:max_rows]
+    body = [[format_cell(v, nan=nan) for v in row] for row in shown]
+    text = md_table(table.columns, body)
     if max_rows is not None and len(table) > max_rows:
         text += (f"\n\n_{len(table) - max_rows} more rows not shown "
                  f"({len(table)} in all; every row is in W&B)._")
@@ -520,12 +554,12 @@ def markdown_table(table: pd.DataFrame, *, max_rows: int | None = None, nan: str
     return text
 
 
-def _entry_markdown(entry: pd.DataFrame) -> str:
+def _entry_markdown(entry: Table) -> str:
     """One wide row reads better turned on its side: Field, Value."""
     if not len(entry):
         return "_(no rows)_"
-    row = entry.iloc[0]
-    return md_table(["Field", "Value"], [[str(k), format_cell(v)] for k, v in row.items()])
+    return md_table(["Field", "Value"], [[k, format_cell(v)] for k, v in
+                                         zip(entry.columns, entry.rows[0], strict=True)])
 
 
 def _line_markdown(chart: LineChart) -> str:
@@ -537,4 +571,5 @@ def _line_markdown(chart: LineChart) -> str:
 
 __all__ = ["CONFIGURATION", "EVAL_SUMMARY", "LEADERBOARD_ENTRY", "LEADERBOARD_FULL",
            "LEADERBOARD_TOP5", "STAGE_COMPARISON", "TITLES", "TTC_REWARD_CURVE", "TTC_SUMMARY",
-           "Dashboards", "LineChart", "build_dashboards", "dashboards_of", "markdown_table"]
+           "Dashboards", "LineChart", "Table", "build_dashboards", "dashboards_of",
+           "markdown_table"]

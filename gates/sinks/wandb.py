@@ -187,14 +187,14 @@ def _table(columns: list[str], types: list[str], rows: list[list[Any]]) -> Recor
 def dashboard_items(boards: Any) -> Record:
     """The dashboards (gates.dashboards.Dashboards): tables, images, line charts, summary.
 
-    The one place that knows their shape: each DataFrame becomes a typed table (numbers as
+    The one place that knows their shape: each table becomes a typed table (numbers as
     floats, everything else as text), each PNG an image, each line chart a line series.
     """
     items: Record = {"tables": {}, "images": {}, "lines": {}, "summary": {}}
     if boards is None:
         return items
-    for key, frame in (getattr(boards, "tables", None) or {}).items():
-        items["tables"][key] = _frame_table(frame)
+    for key, table in (getattr(boards, "tables", None) or {}).items():
+        items["tables"][key] = _board_table(table)
     for key, image in (getattr(boards, "images", None) or {}).items():
         items["images"][key] = str(image)
     for key, chart in (getattr(boards, "lines", None) or {}).items():
@@ -205,24 +205,13 @@ def dashboard_items(boards: Any) -> Record:
     return items
 
 
-def _frame_table(frame: Any) -> Record:
-    import pandas as pd
-
-    types = ["float" if pd.api.types.is_numeric_dtype(frame[c].dtype)
-             and not pd.api.types.is_bool_dtype(frame[c].dtype) else "str"
-             for c in frame.columns]
-    rows = []
-    for row in frame.astype(object).itertuples(index=False, name=None):
-        cells: list[Any] = []
-        for value, kind in zip(row, types, strict=True):
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                cells.append(None)
-            elif kind == "float":
-                cells.append(_num(float(value)))
-            else:
-                cells.append(str(value))
-        rows.append(cells)
-    return _table([str(c) for c in frame.columns], types, rows)
+def _board_table(table: Any) -> Record:
+    """A dashboard :class:`~gates.sinks.dashboards.Table`: floats finite or None, every
+    other cell text or None."""
+    floats = [kind == "float" for kind in table.types]
+    rows = [[_num(v) if is_float else (None if v is None else str(v))
+             for v, is_float in zip(row, floats, strict=True)] for row in table.rows]
+    return _table(list(table.columns), list(table.types), rows)
 
 
 def build_record(result: SessionResult) -> Record:
