@@ -126,10 +126,11 @@ def test_unknown_suite_and_empty_ledger(tmp_path: Path) -> None:
 def test_history_of_real_sessions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     work = gate_workspace(tmp_path)
     monkeypatch.chdir(work)
+    monkeypatch.delenv("FAST_TO_SOTA_WANDB_INFO", raising=False)
     for promote in (False, True, False):  # in this process: the CLI is tested elsewhere
         done = run_gates("burgers1d_eval.json", baselines="baselines", wandb="off",
                          promote=promote, extra=["-q", "-p", "no:cacheprovider"])
-        assert done.exit_code == 0 and done.passed
+        assert done.exit_code == 0 and done.passed, (done.exit_code, done.verdict)
     shown = cli("history", "burgers1d", "--baselines", "baselines", cwd=work)
     assert shown.returncode == 0, shown.stderr
     rows = [line for line in shown.stdout.splitlines() if line[:2] in ("0 ", "1 ", "2 ")]

@@ -4,6 +4,8 @@ W&B's own reader, tests/wandb_run.py), from hand-built results and from real gat
 from __future__ import annotations
 
 import json
+import math
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -167,13 +169,13 @@ def test_more_rows_than_wandbs_table_limit_are_all_logged(tmp_path: Path) -> Non
 
 
 SAME_TABLES = """
-import json, sys
+import json, pickle, sys
 import wandb
 from gates.sinks.wandb_child import _TYPES, _plain_table
 
 run = wandb.init(mode="offline", project="p", dir=sys.argv[1])
 out, payload = {}, {}
-for key, spec in json.loads(sys.stdin.read()).items():
+for key, spec in pickle.loads(sys.stdin.buffer.read()).items():  # the sink pickles too
     tables = []
     for cls in (wandb.Table, _plain_table(wandb)):
         table = cls(columns=spec["columns"], data=[], optional=True,
@@ -190,31 +192,35 @@ print(json.dumps(out))
 
 
 def test_plain_tables_write_what_wandb_table_writes(tmp_path: Path) -> None:
-    """The child's fast table (gates.sinks.wandb_child._plain_table) writes the documents
-    the pinned wandb.Table writes, for every table a session logs: the run's media file
-    byte for byte, and the artifact entry."""
+    """The child's fast table (gates.sinks.wandb_child._plain_table) is for plain cells
+    only, and every table a session logs holds only those; for them it writes the
+    documents the pinned wandb.Table writes: the run's media file byte for byte, and the
+    artifact entry."""
     boards = tmp_path / "boards"
     boards.mkdir()
     (boards / "eval.json").write_text(json.dumps({"metrics": METRICS, "extra": EXTRA}))
     write_realistic(boards)
     record = build_record(session_result(tmp_path, OUTCOMES))
     record["tables"].update(dashboard_items(build_realistic(boards))["tables"])
-    tables = record["tables"]
-    assert {"gates/results", "training_summary/stage_comparison", "leaderboard/full_table"} \
-        <= set(tables)
+    tables = {**record["tables"], **{key: bar["table"] for key, bar in record["bars"].items()}}
+    assert {"gates/results", "physics/violations", "training_summary/stage_comparison",
+            "leaderboard/full_table"} <= set(tables)
+    cells = [v for spec in tables.values() for row in spec["rows"] for v in row]
+    assert {type(v) for v in cells} == {str, float, type(None)}
+    assert all(math.isfinite(v) for v in cells if isinstance(v, float))
     done = subprocess.run([sys.executable, "-c", SAME_TABLES, str(tmp_path / "run")],
-                          input=json.dumps(tables), capture_output=True, text=True,
+                          input=pickle.dumps(tables), capture_output=True,
                           env=hermetic_wandb_env(tmp_path / "home"), timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0, done.stderr[-2000:].decode(errors="replace")
+    out = json.loads(done.stdout.decode().strip().splitlines()[-1])
     media = Path(out.pop("run_dir")) / "media" / "table"
+    assert set(out) == set(tables)
     for key, (stock, plain) in out.items():
         assert plain == stock, key
         assert stock["nrows"] == len(tables[key]["rows"])
         (a,) = media.glob(f"stock/{key}_0_*.table.json")
         (b,) = media.glob(f"plain/{key}_0_*.table.json")
         assert b.read_bytes() == a.read_bytes(), key
-        assert a.name.rsplit("_", 1)[1] == b.name.rsplit("_", 1)[1]  # the same digest
 
 
 def test_without_wandb_one_warning_and_nothing_else(

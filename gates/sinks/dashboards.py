@@ -6,10 +6,11 @@ here imports wandb: the W&B sink logs what :func:`build_dashboards` returns (eac
 as a line series, :attr:`Dashboards.summary` into the run summary) and ``gates.md`` gets the
 same through :meth:`Dashboards.markdown`, so the local outputs and W&B never disagree.
 
-Every table column holds one type: float (NaN for a blank), or text (``str``, ``None`` for
-a blank; a leaderboard column of ``True``/``False`` cells holds bools), because
-``wandb.Table`` rejects a column mixing numbers and strings. Tables are plain rows: pandas
-is imported only where a CSV is read (the leaderboard), not in every gate session.
+Every table column holds one type, because ``wandb.Table`` rejects a column mixing numbers
+and strings: float (NaN for a blank), or text (``str``, ``None`` for a blank), which for a
+leaderboard column of ``True``/``False`` cells holds bools (W&B gets ``"True"``/``"False"``).
+Tables are plain rows: pandas is imported only where a CSV is read (the leaderboard), not
+in every gate session.
 
 A sidecar is optional evidence, not the verdict: a malformed one yields one warning line
 ``<file>:<line>: <problem>; the <name> dashboard is skipped`` and skips only the dashboard
@@ -90,8 +91,7 @@ class LineChart:
 @dataclass
 class Table:
     """A dashboard table as plain data: column names, each column's type (``"float"`` or
-    ``"str"``), and rows of cells (a float column holds floats, NaN for a blank; a text
-    column holds text, or bools, and None for a blank)."""
+    ``"str"``), and rows of cells (see the module's docstring)."""
 
     columns: list[str]
     types: list[str]
@@ -125,12 +125,8 @@ class Table:
         types = ["float" if pd.api.types.is_numeric_dtype(frame[c].dtype)
                  and not pd.api.types.is_bool_dtype(frame[c].dtype) else "str"
                  for c in frame.columns]
-        rows = []
-        for row in frame.astype(object).itertuples(index=False, name=None):
-            rows.append([None if kind == "str" and isinstance(v, float) and math.isnan(v)
-                         else v.item() if hasattr(v, "item") else v
-                         for v, kind in zip(row, types, strict=True)])
-        return cls.of(list(zip([str(c) for c in frame.columns], types, strict=True)), rows)
+        return cls.of(list(zip([str(c) for c in frame.columns], types, strict=True)),
+                      list(frame.astype(object).itertuples(index=False, name=None)))
 
 
 @dataclass
