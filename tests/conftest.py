@@ -24,6 +24,10 @@ SAMPLE = PACKAGE / "sample"
 BASELINES = ROOT / "baselines"
 
 _WANDB_HOME = tempfile.mkdtemp(prefix="gates-tests-wandb-")
+#: bytecode of the subprocess sessions (pytester's, the CLI's), cached for the test run
+#: only: with PYTHONDONTWRITEBYTECODE=1 every pytest started in a test compiled, and
+#: assertion-rewrote, each plugin's distribution again (about 2 s a start on this machine)
+_PYCACHE = tempfile.mkdtemp(prefix="gates-tests-pycache-")
 
 #: W&B switches for tests: offline, silent, nothing collected about the machine or the code
 HERMETIC_WANDB_FLAGS = {
@@ -65,10 +69,13 @@ def pytest_configure(config: pytest.Config) -> None:
         del os.environ[key]
     os.environ.pop("FAST_TO_SOTA_WANDB_INFO", None)
     os.environ.update(gates_wandb_env(Path(_WANDB_HOME)))
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = _PYCACHE  # never beside the sources
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_WANDB_HOME, ignore_errors=True)
+    shutil.rmtree(_PYCACHE, ignore_errors=True)
 
 
 def gates_wandb_env(home: Path) -> dict[str, str]:
