@@ -39,8 +39,9 @@ def bundled_store(dest: Path | None = None) -> Path:
     return dest
 
 
-def bundled_refusal(suite: str | None) -> str | None:
-    """Why the bundled sample may not be gated in ``suite`` (one line), or None.
+def bundled_refusal(suite: str | None, flag: str = "--eval") -> str | None:
+    """Why the bundled sample may not be gated in ``suite`` (one line), or None; ``flag``
+    is the report option of the command at hand.
 
     The bundled sample is a demonstration: it is gated only against its own baseline, never
     against (or promoted into) a suite of yours.
@@ -48,5 +49,5 @@ def bundled_refusal(suite: str | None) -> str | None:
     if suite is None or suite == BUNDLED_SUITE:
         return None
     return (f"no evaluation given: the bundled sample (suite {BUNDLED_SUITE}) is gated only "
-            f"against its bundled baseline, never in suite {suite!r}; pass --eval REPORT "
+            f"against its bundled baseline, never in suite {suite!r}; pass {flag} REPORT "
             f"(or gates_eval in your pytest configuration) to gate your evaluation")

@@ -242,7 +242,7 @@ def _store(settings: Settings) -> BaselineStore:
     if settings.bundled:
         from gates.bundled import bundled_refusal
 
-        refusal = bundled_refusal(settings.suite)
+        refusal = bundled_refusal(settings.suite, "--gates-eval")
         if refusal is None and settings.promote:
             refusal = ("no evaluation given: the bundled sample is a demonstration and is "
                        "never promoted; pass --gates-eval REPORT to promote your evaluation")

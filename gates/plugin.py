@@ -183,8 +183,14 @@ class GateSession:
         from gates.errors import GateInputError
         from gates.plan import load_plan
 
+        self.settings = settings_from(self.config)
+        if self.settings.eval is None:  # a usage error, as `python -m gates run` says it
+            from gates.bundled import bundled_refusal
+
+            refusal = bundled_refusal(self.settings.suite, FLAG_NAMES["eval"])
+            if refusal is not None:
+                raise pytest.UsageError(refusal)
         try:
-            self.settings = settings_from(self.config)
             self.plan = load_plan(self.settings, progress=self._progress())
         except GateInputError as exc:
             self.input_error = exc

@@ -490,6 +490,18 @@ def test_the_bundled_demo_is_never_promoted(pytester: pytest.Pytester) -> None:
     assert BaselineStore(pytester.path / "baselines").champion_version("burgers1d") == 1
 
 
+def test_the_bundled_demo_in_another_suite_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    """As ``python -m gates run --suite heat1d`` (tests/test_api.py): exit 4, one line, and
+    nothing written."""
+    result = pytester.runpytest(str(PACKAGE), "--gates-wandb", "off", "--gates-suite",
+                                "heat1d", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*no evaluation given: the bundled sample (suite burgers1d) "
+                                 "is gated only against its bundled baseline, never in suite "
+                                 "'heat1d'*"])
+    assert not list(pytester.path.glob("gates-out*"))
+
+
 TEARDOWN = '''
 import pytest
 
