@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -368,8 +369,33 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             metafunc.parametrize(fixture, [input_outcome(message)], ids=["input-error"])
             continue
         outcomes = plan.of_kind(kind)
-        ids = [f"{plan.suite}-{o.id.split('/', 1)[1].replace('/', '-')}" for o in outcomes]
+        ids = unique_ids([f"{plan.suite}-{o.id.split('/', 1)[1].replace('/', '-')}"
+                          for o in outcomes])
         metafunc.parametrize(fixture, outcomes, ids=ids)
+
+
+def unique_ids(ids: list[str]) -> list[str]:
+    """Ids made unique the way pytest makes them (``a-b`` twice: ``a-b0``, ``a-b1``), here,
+    so that pytest's ``strict_parametrization_ids`` (or ``strict = true``) never sees two
+    gates with one id (metrics ``a/b`` and ``a-b``, whose ids both read ``a-b``)."""
+    counts = Counter(ids)
+    if len(counts) == len(ids):
+        return ids
+    taken = set(ids)
+    next_suffix: Counter[str] = Counter()
+    out = []
+    for name in ids:
+        if counts[name] > 1:
+            sep = "_" if name[-1:].isdigit() else ""
+            candidate = f"{name}{sep}{next_suffix[name]}"
+            while candidate in taken:
+                next_suffix[name] += 1
+                candidate = f"{name}{sep}{next_suffix[name]}"
+            next_suffix[name] += 1
+            taken.add(candidate)
+            name = candidate
+        out.append(name)
+    return out
 
 
 def _plan(request: pytest.FixtureRequest) -> Plan:

@@ -344,6 +344,22 @@ def run_flat(pytester: pytest.Pytester, store: Path, metrics: dict, *args: str,
     return result, json.loads((store.parent / "gates-out" / "gates.json").read_text())
 
 
+def test_metrics_whose_ids_collide_still_collect_under_strict_ids(pytester: pytest.Pytester,
+                                                                  tmp_path: Path) -> None:
+    """``a/b`` and ``a-b`` both read ``a-b`` in an id: made unique as pytest would, so that
+    pytest's strict_parametrization_ids has nothing to reject."""
+    base = {"nrmse": 0.1, "err/x": 0.2, "err-x": 0.3, "err-x0": 0.4}
+    _, store = flat_store(pytester, tmp_path, base)
+    result, report = run_flat(pytester, store, base, "-o", "strict_parametrization_ids=true",
+                              "-v")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines_random(["*test_regression[[]s-err-x1[]] PASSED*",
+                                        "*test_regression[[]s-err-x2[]] PASSED*",
+                                        "*test_regression[[]s-err-x0[]] PASSED*"])
+    assert {g["id"] for g in report["gates"]} >= {"regression/err/x", "regression/err-x",
+                                                  "regression/err-x0"}
+
+
 def test_unknown_directions_never_pass_silently(pytester: pytest.Pytester,
                                                 tmp_path: Path) -> None:
     base = {"nrmse": 0.1, "vorticity_rmse": 0.2, "foo_index": 3.0}
