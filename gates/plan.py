@@ -239,15 +239,10 @@ def _store(settings: Settings) -> BaselineStore:
     chosen = settings.baselines or Path("baselines")
     root = settings.resolve(chosen)
     assert root is not None
-    if settings.bundled:
-        from gates.bundled import bundled_refusal
-
-        refusal = bundled_refusal(settings.suite, "--gates-eval")
-        if refusal is None and settings.promote:
-            refusal = ("no evaluation given: the bundled sample is a demonstration and is "
-                       "never promoted; pass --gates-eval REPORT to promote your evaluation")
-        if refusal is not None:
-            raise GateInputError(None, refusal)
+    if settings.bundled and settings.promote:  # (another suite: a usage error, in the plugin)
+        raise GateInputError(None, "no evaluation given: the bundled sample is a demonstration "
+                                   "and is never promoted; pass --gates-eval REPORT to promote "
+                                   "your evaluation")
     if settings.bundled and not (root / SAMPLE_SUITE).is_dir():
         if settings.baselines is not None:
             raise GateInputError(root, f"the bundled sample's suite {SAMPLE_SUITE!r} is not "
