@@ -23,11 +23,12 @@ PACKAGE = ROOT / "gates"
 SAMPLE = PACKAGE / "sample"
 BASELINES = ROOT / "baselines"
 
-_WANDB_HOME = tempfile.mkdtemp(prefix="gates-tests-wandb-")
-#: bytecode of the subprocess sessions (pytester's, the CLI's), cached for the test run
-#: only: with PYTHONDONTWRITEBYTECODE=1 every pytest started in a test compiled, and
-#: assertion-rewrote, each plugin's distribution again (about 2 s a start on this machine)
-_PYCACHE = tempfile.mkdtemp(prefix="gates-tests-pycache-")
+#: folders of the test run, made at its start and removed at its end (not at import: the
+#: benchmarks' helper processes import this module too): W&B's home, and the bytecode of
+#: the subprocess sessions (pytester's, the CLI's), since with PYTHONDONTWRITEBYTECODE=1
+#: every pytest started in a test compiled, and assertion-rewrote, each plugin's
+#: distribution again (about 2 s a start on this machine)
+_RUN_FOLDERS: dict[str, str] = {}
 
 #: W&B switches for tests: offline, silent, nothing collected about the machine or the code
 HERMETIC_WANDB_FLAGS = {
@@ -68,14 +69,17 @@ def pytest_configure(config: pytest.Config) -> None:
     for key in [k for k in os.environ if k.startswith("WANDB_")]:
         del os.environ[key]
     os.environ.pop("FAST_TO_SOTA_WANDB_INFO", None)
-    os.environ.update(gates_wandb_env(Path(_WANDB_HOME)))
+    for name in ("wandb", "pycache"):
+        _RUN_FOLDERS.setdefault(name, tempfile.mkdtemp(prefix=f"gates-tests-{name}-"))
+    os.environ.update(gates_wandb_env(Path(_RUN_FOLDERS["wandb"])))
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    os.environ["PYTHONPYCACHEPREFIX"] = _PYCACHE  # never beside the sources
+    os.environ["PYTHONPYCACHEPREFIX"] = _RUN_FOLDERS["pycache"]  # never beside the sources
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    shutil.rmtree(_WANDB_HOME, ignore_errors=True)
-    shutil.rmtree(_PYCACHE, ignore_errors=True)
+    for folder in _RUN_FOLDERS.values():
+        shutil.rmtree(folder, ignore_errors=True)
+    _RUN_FOLDERS.clear()
 
 
 def gates_wandb_env(home: Path) -> dict[str, str]:
