@@ -9,7 +9,9 @@ becomes a gate session, carries both on the test reports to the controller.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Generator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -34,11 +36,18 @@ def planned_outcome(item: pytest.Item) -> Outcome | None:
     """The outcome a built-in check (``gates/test_*.py``) was parametrized with; a test of
     the user's that takes ``regression_gate`` records only what it records itself."""
     params = getattr(getattr(item, "callspec", None), "params", None)
-    if params and item.path.parent == PACKAGE_DIR:
+    if params and _in_package(item.path.parent):
         for name in GATE_FIXTURES:
             if name in params:
                 return params[name]  # type: ignore[no-any-return]
     return None
+
+
+@functools.cache
+def _in_package(folder: Path) -> bool:
+    """Is ``folder`` the package's own (resolved once per folder: pytest keeps a path
+    through a symbolic link as given)?"""
+    return folder.resolve() == PACKAGE_DIR
 
 
 def junit_properties(outcome: Outcome) -> list[tuple[str, str]]:

@@ -18,5 +18,10 @@ class GateInputError(Exception):
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
 
 
+class RefusedRequest(GateInputError):
+    """A request the gates refuse whatever the files hold (the bundled sample in a suite of
+    yours): a usage error (exit 4) where the session can still say so at its start."""
+
+
 class PromotionConflict(Exception):
     """Another promotion moved the champion pointer first."""

@@ -21,7 +21,7 @@ import numpy as np
 
 from gates import evidence, logic
 from gates.bundled import BUNDLED_SUITE as SAMPLE_SUITE
-from gates.errors import GateInputError
+from gates.errors import GateInputError, RefusedRequest
 from gates.model import Champion, Evaluation, Kind, Outcome, Status
 from gates.policy import Policy
 from gates.store import BaselineStore
@@ -147,7 +147,14 @@ class Plan:
 
 def load_plan(settings: Settings,
               progress: Callable[[int, int], None] | None = None) -> Plan:
-    """Load every input once and decide every built-in gate. Bad input: GateInputError."""
+    """Load every input once and decide every built-in gate. Bad input: GateInputError;
+    a request refused before anything is read or written: RefusedRequest."""
+    if settings.bundled:
+        from gates.bundled import bundled_refusal
+
+        refusal = bundled_refusal(settings.suite, "--gates-eval")
+        if refusal is not None:
+            raise RefusedRequest(None, refusal)
     out_dir = settings.out_dir()
     _check_writable(out_dir)
     _check_destinations(settings)
@@ -239,7 +246,7 @@ def _store(settings: Settings) -> BaselineStore:
     chosen = settings.baselines or Path("baselines")
     root = settings.resolve(chosen)
     assert root is not None
-    if settings.bundled and settings.promote:  # (another suite: a usage error, in the plugin)
+    if settings.bundled and settings.promote:
         raise GateInputError(None, "no evaluation given: the bundled sample is a demonstration "
                                    "and is never promoted; pass --gates-eval REPORT to promote "
                                    "your evaluation")

@@ -185,12 +185,6 @@ class GateSession:
         from gates.plan import load_plan
 
         self.settings = settings_from(self.config)
-        if self.settings.eval is None:  # a usage error, as `python -m gates run` says it
-            from gates.bundled import bundled_refusal
-
-            refusal = bundled_refusal(self.settings.suite, FLAG_NAMES["eval"])
-            if refusal is not None:
-                raise pytest.UsageError(refusal)
         try:
             self.plan = load_plan(self.settings, progress=self._progress())
         except GateInputError as exc:
@@ -279,6 +273,10 @@ class GateSession:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if self.requested():
             self.load()
+            from gates.errors import RefusedRequest
+
+            if isinstance(self.input_error, RefusedRequest):  # as `python -m gates run`
+                raise pytest.UsageError(str(self.input_error))
             if not self.is_worker:
                 self._register_sinks(early=True)
 

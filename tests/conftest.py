@@ -29,6 +29,7 @@ BASELINES = ROOT / "baselines"
 #: every pytest started in a test compiled, and assertion-rewrote, each plugin's
 #: distribution again (about 2 s a start on this machine)
 _RUN_FOLDERS: dict[str, str] = {}
+_BYTECODE_SETTING = os.environ.get("PYTHONDONTWRITEBYTECODE")  # given back at the end
 
 #: W&B switches for tests: offline, silent, nothing collected about the machine or the code
 HERMETIC_WANDB_FLAGS = {
@@ -80,6 +81,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     for folder in _RUN_FOLDERS.values():
         shutil.rmtree(folder, ignore_errors=True)
     _RUN_FOLDERS.clear()
+    os.environ.pop("PYTHONPYCACHEPREFIX", None)
+    if _BYTECODE_SETTING is not None:
+        os.environ["PYTHONDONTWRITEBYTECODE"] = _BYTECODE_SETTING
 
 
 def gates_wandb_env(home: Path) -> dict[str, str]:

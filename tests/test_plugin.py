@@ -226,7 +226,8 @@ def test_a_users_test_of_a_gate_parameter_records_only_what_it_records(
     result = pytester.runpytest(*workspace.args(), "test_reads.py")
     assert result.ret == 0
     ids = [g["id"] for g in gates_json(workspace)["gates"]]
-    assert len(ids) == len(set(ids)) and any(i.startswith("physics/") for i in ids)
+    assert len(ids) == len(set(ids)) == 15  # the package's gates, each once
+    assert sum(i.startswith("physics/") for i in ids) == 5
 
 
 REGRESSION_CHECK = '''
@@ -504,6 +505,31 @@ def test_the_bundled_demo_is_never_promoted(pytester: pytest.Pytester) -> None:
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*bundled sample is a demonstration and is never promoted*"])
     assert BaselineStore(pytester.path / "baselines").champion_version("burgers1d") == 1
+
+
+def test_the_checks_through_a_symbolic_link_are_the_built_in_checks(
+        pytester: pytest.Pytester, workspace: Workspace) -> None:
+    """pytest keeps a path through a link as given: the checks are still recognised."""
+    link = pytester.path / "linked"
+    link.symlink_to(PACKAGE.parent, target_is_directory=True)
+    args = workspace.args()
+    result = pytester.runpytest(str(link / "gates"), *args[1:])
+    assert result.ret == 0, result.stdout.str()
+    report = gates_json(workspace)
+    assert report["verdict"] == "pass" and len(report["gates"]) == 15
+    result.stdout.fnmatch_lines(["*PASS: 15 gates*"])
+
+
+def test_a_custom_gate_in_another_suite_without_a_report_is_bad_input(
+        pytester: pytest.Pytester) -> None:
+    """The same refusal, found only when a custom gate loads the plan: bad input, one
+    line, no traceback (the usage error is for a session that starts with it)."""
+    pytester.makepyfile(test_mine="def test_mine(gate_plan):\n    pass\n")
+    result = pytester.runpytest("test_mine.py", "--gates-suite", "heat1d", "--gates-wandb",
+                                "off", "-p", "gates.plugin", "-p", "no:cacheprovider")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*bad input*never in suite 'heat1d'*"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
 
 
 def test_the_bundled_demo_in_another_suite_is_a_usage_error(pytester: pytest.Pytester) -> None:

@@ -250,7 +250,7 @@ class ChartProcess:
         """Nothing to chart (bad input): the child drops what it drew for this session,
         without an answer, so nobody waits for it."""
         try:
-            if self.planned is not None and self.child.alive:
+            if self.child.alive:  # also a session that never planned: its "open" ends
                 self._order("abort")
         except RuntimeError:
             pass  # a dead child has nothing to drop
