@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gc
 import os
-import pickle
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -174,6 +173,8 @@ class GateSession:
             if WORKER_ERROR in info:
                 self.input_error = GateInputError(None, info[WORKER_ERROR])
             elif WORKER_PLAN in info:
+                import pickle
+
                 self.plan = pickle.loads(info[WORKER_PLAN])  # noqa: S301 - our controller's
                 self._freeze()
             else:
@@ -284,6 +285,8 @@ class GateSession:
     def pytest_configure_node(self, node: Any) -> None:
         """xdist: hand the controller's plan to each worker, so none reloads or recomputes."""
         if self.plan is not None:
+            import pickle  # not at import: 4 ms that a session without gates would pay
+
             node.workerinput[WORKER_PLAN] = pickle.dumps(self.plan)
         elif self.input_error is not None:
             node.workerinput[WORKER_ERROR] = str(self.input_error)
