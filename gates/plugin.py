@@ -56,9 +56,10 @@ OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
      {"action": "store_true"}),
 ]
 FLAG_NAMES = {name: "--gates-" + name.replace("_", "-") for name, _, _ in OPTIONS}
+_EARLY_CHARTS = pytest.StashKey[bool]()  # the chart process started before configure
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     group = parser.getgroup("gates", "physics ML regression gates")
     for name, help_text, extra in OPTIONS:
         group.addoption(FLAG_NAMES[name], dest=f"gates_{name}", default=None,
@@ -67,6 +68,45 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                       type="bool" if extra.get("action") == "store_true" else "string")
     parser.addini("gates_wandb_timeout", "seconds the whole W&B sink may take (default 30)",
                   type="string", default="30")
+    _start_charts_early(pluginmanager)
+
+
+def names_the_checks(args: list[str], *, pyargs: bool, where: Path) -> bool:
+    """Do these command-line paths (or ``--pyargs`` modules) lead into the package's checks?"""
+    for arg in args:
+        name = arg.split("::")[0]
+        if pyargs and (name == "gates" or name.startswith("gates.")):
+            return True
+        target = (where / name).resolve()
+        if target == PACKAGE_DIR or PACKAGE_DIR in target.parents:
+            return True
+    return False
+
+
+def _start_charts_early(pluginmanager: pytest.PytestPluginManager) -> None:
+    """A command line that names the checks or an evaluation (``pytest gates/``) starts the
+    chart process as this plugin registers, while pytest still loads the other plugins and
+    conftests: matplotlib's import then overlaps with them rather than with the checks
+    (0.5-0.6 s of a 100-gate session here, which otherwise waited for the charts at its
+    end). ``pytest_configure`` decides for good and stops a child that no session uses. An
+    xdist worker (``PYTEST_XDIST_WORKER``, which a pytest run from inside a worker inherits
+    too) never charts, so it starts none."""
+    config = pluginmanager.get_plugin("pytestconfig")
+    known = getattr(config, "known_args_namespace", None)
+    if not isinstance(config, pytest.Config) or known is None \
+            or os.environ.get("PYTEST_XDIST_WORKER") or known.collectonly or known.help \
+            or known.version:
+        return
+    flag = FLAG_NAMES["eval"]
+    args = config.invocation_params.args
+    if not any(a == flag or a.startswith(flag + "=") for a in args) and not names_the_checks(
+            list(known.file_or_dir or []), pyargs=bool(known.pyargs),
+            where=config.invocation_params.dir):
+        return
+    from gates.sinks import charts
+
+    if charts.start_child():
+        config.stash[_EARLY_CHARTS] = True
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -150,15 +190,8 @@ class GateSession:
         package's checks.)"""
         if self.config.getoption("gates_eval") or self.config.getini("gates_eval"):
             return True
-        pyargs = self.config.getoption("pyargs", False)
-        for arg in self.config.args:
-            name = arg.split("::")[0]
-            if pyargs and (name == "gates" or name.startswith("gates.")):
-                return True
-            target = (self.config.invocation_params.dir / name).resolve()
-            if target == PACKAGE_DIR or PACKAGE_DIR in target.parents:
-                return True
-        return False
+        return names_the_checks(self.config.args, pyargs=self.config.getoption("pyargs", False),
+                                where=self.config.invocation_params.dir)
 
     def load(self) -> Plan | None:
         """The plan: loaded once on the controller, received by workers."""
@@ -349,6 +382,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_KEY] = state
     config.pluginmanager.register(state, "gates-session")
     state.prepare()
+    if state.local is None and config.stash.get(_EARLY_CHARTS, False):
+        from gates.sinks import charts
+
+        charts.stop_child()  # started for a command line that gates nothing after all
 
 
 #: the built-in checks' parameters and the kind of outcome each is parametrized with

@@ -64,7 +64,7 @@ def test_every_short_name_is_a_plugin_option() -> None:
         def addini(self, *_: object, **__: object) -> None:
             pass
 
-    pytest_addoption(Parser())  # type: ignore[arg-type]
+    pytest_addoption(Parser(), pytest.PytestPluginManager())  # type: ignore[arg-type]
     for short in (*api.VALUE_OPTIONS, *api.FLAG_OPTIONS):
         assert f"--gates-{short}" in seen
 

@@ -136,3 +136,60 @@ def test_a_killed_session_leaves_no_chart_folder(tmp_path: Path) -> None:
     while staging.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not staging.exists()
+
+
+PROBE = """
+import json
+import pytest
+
+def _child_alive():
+    import sys
+    charts = sys.modules.get("gates.sinks.charts")
+    return bool(charts and charts._CHILD and charts._CHILD[0].alive)
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    config._probe = {"at_configure": _child_alive()}
+
+def pytest_sessionstart(session):
+    session.config._probe["at_sessionstart"] = _child_alive()
+    with open("probe.json", "w") as f:
+        json.dump(session.config._probe, f)
+"""
+
+
+def test_a_gate_session_starts_its_chart_process_before_pytest_configures(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``pytest gates/``: matplotlib loads while pytest still loads plugins and conftests.
+    (Not in an xdist worker, which never charts: this test may run in one.)"""
+    import json
+
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+
+    from tests.conftest import PACKAGE
+
+    pytester.makepyfile(probe=PROBE)
+    done = pytester.runpytest_subprocess("-p", "probe", str(PACKAGE), "-p", "no:cacheprovider",
+                                         "--gates-wandb", "off", "--gates-out",
+                                         str(pytester.path / "out"))
+    assert done.ret == 0, done.stdout.str()
+    assert json.loads((pytester.path / "probe.json").read_text()) == {
+        "at_configure": True, "at_sessionstart": True}
+    assert (pytester.path / "out" / "gates_change.png").exists()
+
+
+def test_a_chart_process_started_for_a_session_that_gates_nothing_is_stopped(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--gates-eval=`` (empty) looks like a gate session on the command line, but is not
+    one: the chart process started ahead is stopped when pytest configures."""
+    import json
+
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+
+    pytester.makepyfile(probe=PROBE, test_plain="def test_one():\n    pass\n")
+    done = pytester.runpytest_subprocess("-p", "probe", "--gates-eval=", "test_plain.py",
+                                         "-p", "no:cacheprovider")
+    assert done.ret == 0, done.stdout.str()
+    assert json.loads((pytester.path / "probe.json").read_text()) == {
+        "at_configure": True, "at_sessionstart": False}
+    assert not (pytester.path / "gates-out").exists()

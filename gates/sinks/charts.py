@@ -1,15 +1,16 @@
 """PNG charts of a gate session: regression changes against their thresholds, and
 physics values against their ceilings. matplotlib is imported here only.
 
-The charts are drawn by a child process (this module run as a script) that a gate
-session starts when pytest configures it: matplotlib loads while pytest collects and
-plans, and the child draws the planned outcomes (the plan holds every built-in one) while
-the checks run; in-process, the import and the drawing were about 1.3 s at the end of
-every session. At the end the session tells the child to keep what it drew or, when the
-outcomes that ran differ from the planned ones (``-k`` selection, a custom gate of kind
-regression or physics), to draw them again. One child serves every session of its parent
-process in turn (an orchestrator or a test suite running sessions in-process), so
-matplotlib loads once per process.
+The charts are drawn by a child process (this module run as a script) that a gate session
+starts as early as it can tell that it gates (as the plugin registers, when the command
+line names the checks or an evaluation; else when pytest configures it): matplotlib loads
+while pytest loads its plugins, collects and plans, and the child draws the planned
+outcomes (the plan holds every built-in one) while the checks run; in-process, the import
+and the drawing were about 1.3 s at the end of every session. At the end the session tells
+the child to keep what it drew or, when the outcomes that ran differ from the planned ones
+(``-k`` selection, a custom gate of kind regression or physics), to draw them again. One
+child serves every session of its parent process in turn (an orchestrator or a test suite
+running sessions in-process), so matplotlib loads once per process.
 """
 
 from __future__ import annotations
@@ -76,17 +77,18 @@ def change_chart(outcomes: list[Outcome], path: Path) -> Path | None:
     labels = [o.metric for o in gates]
     ys = range(len(gates))
     ax.barh(ys, shown_values, color=[COLOURS.get(str(o.status), "#555") for o in gates])
-    for y, o, w, v in zip(ys, gates, worse, shown_values, strict=True):
-        if o.threshold is not None:
-            ax.plot([o.threshold, o.threshold], [y - 0.4, y + 0.4], color="black", lw=1.5)
+    limits = [(o.threshold, y) for y, o in zip(ys, gates, strict=True) if o.threshold is not None]
+    if limits:  # one collection of ticks, not a line per bar
+        ax.vlines([t for t, _ in limits], [y - 0.4 for _, y in limits],
+                  [y + 0.4 for _, y in limits], color="black", lw=1.5)
+    for y, w, v in zip(ys, worse, shown_values, strict=True):
         if w != v:
             ax.text(v * 0.97, y, f"{w:+.0f}%", va="center", ha="right" if v > 0 else "left",
                     fontsize=8, color="white", fontweight="bold")
     ax.set_xlim(-limit * 1.05, limit * 1.05)
     ax.axvline(0, color="#444", lw=0.8)
     _status_legend(ax, gates)
-    ax.set_yticks(list(ys), labels)
-    ax.invert_yaxis()
+    _bar_labels(ax, labels)
     ax.set_xlabel("change against the champion, % (positive = worse; black tick = allowed)",
                   fontsize=9)
     shown = f" ({len(gates)} shown: failures and largest changes first)" \
@@ -112,8 +114,7 @@ def physics_chart(outcomes: list[Outcome], path: Path) -> Path | None:
     for y, o, s in zip(ys, gates, shown, strict=True):
         ax.text(s + 1, y, f"{o.current:.3g} / {o.threshold:.3g}", va="center", fontsize=8)
     labels = [f"{o.metric} ({o.id.rsplit('/', 1)[1]})" for o in gates]
-    ax.set_yticks(list(ys), labels)
-    ax.invert_yaxis()
+    _bar_labels(ax, labels)
     ax.set_xlim(0, 175)
     ax.set_xlabel("value as % of its limit (value / limit at bar end; spike limit = factor x "
                   "champion)")
@@ -121,6 +122,20 @@ def physics_chart(outcomes: list[Outcome], path: Path) -> Path | None:
     _status_legend(ax, gates, extra=True)
     _save(fig, path, labels)
     return path
+
+
+def _bar_labels(ax: Axes, labels: list[str]) -> None:
+    """Each bar's name left of the axes, top bar first: plain texts rather than tick labels,
+    as matplotlib builds two lines and two texts for every tick (a quarter of a 40-bar
+    chart's drawing)."""
+    from matplotlib import rcParams
+
+    ax.set_yticks([])
+    ax.set_ylim(len(labels) - 0.5, -0.5)
+    where = ax.get_yaxis_transform()  # x in axes units, y in data units
+    for y, label in enumerate(labels):
+        ax.text(-0.01, y, label, transform=where, ha="right", va="center",
+                fontsize=rcParams["ytick.labelsize"])
 
 
 def _save(fig: Figure, path: Path, labels: list[str]) -> None:
@@ -210,6 +225,24 @@ def _child() -> _Child:
             _CHILD[0].log.close()
         _CHILD[:] = [_Child()]
     return _CHILD[0]
+
+
+def start_child() -> bool:
+    """Start this process's drawing process ahead of its first session (it loads
+    matplotlib meanwhile); False if it cannot start (the session says why later)."""
+    try:
+        _child()
+    except OSError:
+        return False
+    return True
+
+
+def stop_child() -> None:
+    """Stop this process's drawing process, if any (the next session starts another)."""
+    if _CHILD:
+        _CHILD[0].stop()
+        _CHILD[0].log.close()
+        _CHILD.clear()
 
 
 class ChartProcess:
