@@ -3,6 +3,7 @@ configuration wherever the package lives, the bundled sample's own baseline, the
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -199,7 +200,9 @@ def test_run_gates_reads_the_repository_settings(tmp_path: Path,
     with pytest.raises(GatesUsageError):
         run_gates(extra=["--no-such-option"])  # the session never starts: no answer
     monkeypatch.chdir(root)
+    frozen = gc.get_freeze_count()
     run = run_gates(extra=["-q"])
+    assert gc.get_freeze_count() == frozen  # the session's objects are collectable again
     assert isinstance(run, GatesRun) and run.path == root / "ini-out" / "gates.json"
     assert run.passed and run.promotable and not run.promoted and run.exit_code == 0
     assert run.report["eval"].endswith("eval.json") and run.report["suite"] == "burgers1d"
