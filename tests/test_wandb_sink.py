@@ -223,6 +223,23 @@ def test_plain_tables_write_what_wandb_table_writes(tmp_path: Path) -> None:
         assert b.read_bytes() == a.read_bytes(), key
 
 
+def test_the_childs_json_dump_writes_what_json_dump_writes() -> None:
+    """wandb's artifact module writes table entries through OneShotJson in the child."""
+    import io
+
+    from gates.sinks.wandb_child import OneShotJson
+
+    document = {"_type": "table", "columns": ["gate", "current"], "nrows": 3,
+                "data": [["regression/nrmse", 0.1], ["é ✅", 1e-300], [None, -2.5e17]],
+                "column_types": {"params": {"type_map": {}}, "wb_type": "typedDict"}}
+    for options in ({}, {"sort_keys": True}, {"indent": 2}):
+        stock, ours = io.StringIO(), io.StringIO()
+        json.dump(document, stock, **options)  # type: ignore[arg-type]
+        OneShotJson.dump(document, ours, **options)
+        assert ours.getvalue() == stock.getvalue()
+    assert OneShotJson().loads("[1]") == [1]  # the rest of json, unchanged
+
+
 def test_without_wandb_one_warning_and_nothing_else(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import pickle
 import shutil
@@ -126,6 +127,20 @@ def _wandb_table(wandb: Any, spec: Record) -> Any:
     return table
 
 
+class OneShotJson:
+    """:mod:`json` as wandb's artifact module sees it in this process: ``dump`` writes one
+    ``dumps``. The standard library encodes ``json.dump`` in Python (only ``dumps`` uses
+    its C encoder), and wandb writes every logged table's artifact entry with ``json.dump``:
+    0.2 s for the results table of 10,000 gates. The text is the same (tested)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(json, name)
+
+    @staticmethod
+    def dump(obj: Any, fp: IO[str], **kwargs: Any) -> None:
+        fp.write(json.dumps(obj, **kwargs))
+
+
 @functools.cache
 def _plain_table(wandb: Any) -> type:
     """``wandb.Table`` for cells that are already JSON: text, finite floats, None.
@@ -142,15 +157,19 @@ def _plain_table(wandb: Any) -> type:
     log mode) without array columns, and every row, since no row cap applies.
     """
     from wandb import util
+    from wandb.sdk.artifacts import artifact
     from wandb.sdk.data_types._private import MEDIA_TMP
     from wandb.sdk.data_types.base_types.media import Media
     from wandb.sdk.lib import runid
 
+    artifact.json = OneShotJson()  # type: ignore[assignment]
+
     class PlainTable(wandb.Table):  # type: ignore[misc, name-defined]
         def bind_to_run(self, *args: Any, **kwargs: Any) -> None:
             path = os.path.join(MEDIA_TMP.name, runid.generate_id() + ".table.json")
-            with open(path, "w", encoding="utf-8") as handle:
-                util.json_dump_safer({"columns": self.columns, "data": self.data}, handle)
+            with open(path, "w", encoding="utf-8") as handle:  # dumps: the C encoder
+                handle.write(util.json_dumps_safer({"columns": self.columns,
+                                                    "data": self.data}))
             self._set_file(path, is_tmp=True, extension=".table.json")
             Media.bind_to_run(self, *args, **kwargs)
 
