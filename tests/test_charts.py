@@ -147,9 +147,8 @@ def _child_alive():
     charts = sys.modules.get("gates.sinks.charts")
     return bool(charts and charts._CHILD and charts._CHILD[0].alive)
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_configure(config):
-    config._probe = {"at_configure": _child_alive()}
+def pytest_load_initial_conftests(early_config):  # before any plugin's pytest_configure
+    early_config._probe = {"at_configure": _child_alive()}
 
 def pytest_sessionstart(session):
     session.config._probe["at_sessionstart"] = _child_alive()
