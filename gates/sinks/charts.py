@@ -228,8 +228,11 @@ def _child() -> _Child:
 
 
 def start_child() -> bool:
-    """Start this process's drawing process ahead of its first session (it loads
-    matplotlib meanwhile); False if it cannot start (the session says why later)."""
+    """Start this process's drawing process ahead of its session (it loads matplotlib
+    meanwhile). True if this call started it; False if one was running already (an earlier
+    session's, which this one shares) or it cannot start (the session says why later)."""
+    if _CHILD and _CHILD[0].alive:
+        return False
     try:
         _child()
     except OSError:
