@@ -88,25 +88,45 @@ def _start_charts_early(pluginmanager: pytest.PytestPluginManager) -> None:
     chart process as this plugin registers, while pytest still loads the other plugins and
     conftests: matplotlib's import then overlaps with them rather than with the checks
     (0.5-0.6 s of a 100-gate session here, which otherwise waited for the charts at its
-    end). ``pytest_configure`` decides for good and stops a child that no session uses. An
-    xdist worker (``PYTEST_XDIST_WORKER``, which a pytest run from inside a worker inherits
-    too) never charts, so it starts none."""
-    config = pluginmanager.get_plugin("pytestconfig")
-    known = getattr(config, "known_args_namespace", None)
-    if not isinstance(config, pytest.Config) or known is None \
-            or os.environ.get("PYTEST_XDIST_WORKER") or known.collectonly or known.help \
-            or known.version:
-        return
-    flag = FLAG_NAMES["eval"]
-    args = config.invocation_params.args
-    if not any(a == flag or a.startswith(flag + "=") for a in args) and not names_the_checks(
-            list(known.file_or_dir or []), pyargs=bool(known.pyargs),
-            where=config.invocation_params.dir):
-        return
-    from gates.sinks import charts
+    end). :func:`_stop_unused_charts` stops it when no gate session takes it. An xdist
+    worker never charts, so it starts none; a pytest run from inside a worker inherits
+    ``PYTEST_XDIST_WORKER`` and so starts its chart process at configure instead. Only a
+    speed-up: nothing here may stop a session."""
+    try:
+        config = pluginmanager.get_plugin("pytestconfig")
+        known = getattr(config, "known_args_namespace", None)
+        if not isinstance(config, pytest.Config) or known is None \
+                or os.environ.get("PYTEST_XDIST_WORKER") or known.collectonly or known.help \
+                or known.version:
+            return
+        flag = FLAG_NAMES["eval"]
+        args = [os.fspath(a) for a in config.invocation_params.args]
+        if not any(a == flag or a.startswith(flag + "=") for a in args) \
+                and not names_the_checks(list(known.file_or_dir or []),
+                                         pyargs=bool(known.pyargs),
+                                         where=config.invocation_params.dir):
+            return
+        from gates.sinks import charts
 
-    if charts.start_child():
-        config.stash[_EARLY_CHARTS] = True
+        if charts.start_child():
+            config.stash[_EARLY_CHARTS] = True
+            config.add_cleanup(lambda: _stop_unused_charts(config))
+    except Exception:  # noqa: BLE001 - the session starts the charts later, or says why
+        return
+
+
+def _stop_unused_charts(config: pytest.Config) -> None:
+    """Stop the chart process :func:`_start_charts_early` started if no gate session took
+    it: at configure, when the session gates nothing; at the end, when pytest stopped
+    before configuring (a usage error, a conftest that failed to import)."""
+    if not config.stash.get(_EARLY_CHARTS, False):
+        return
+    config.stash[_EARLY_CHARTS] = False
+    state = config.stash.get(_KEY, None)
+    if state is None or state.local is None:
+        from gates.sinks import charts
+
+        charts.stop_child()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -253,9 +273,10 @@ class GateSession:
             self.local.close()
 
     def unfreeze(self) -> None:
-        """The session's objects go back to the collector: the last of pytest's clean-ups
-        (registered before pytest's own), so that the five full collections of pytest's
-        unraisable-exception clean-up skip them (0.25-0.3 s of a 100-gate session)."""
+        """The session's objects go back to the collector after every clean-up registered
+        at configure, so that the five full collections of pytest's unraisable-exception
+        clean-up skip them (0.25-0.3 s of a 100-gate session). A reference cycle among them
+        is then not collected there, so a ``__del__`` error in one is not reported."""
         if self.frozen:
             gc.unfreeze()
             self.frozen = False
@@ -389,10 +410,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(state, "gates-session")
     config.add_cleanup(state.unfreeze)
     state.prepare()
-    if state.local is None and config.stash.get(_EARLY_CHARTS, False):
-        from gates.sinks import charts
-
-        charts.stop_child()  # started for a command line that gates nothing after all
+    _stop_unused_charts(config)
 
 
 #: the built-in checks' parameters and the kind of outcome each is parametrized with

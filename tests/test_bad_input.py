@@ -254,6 +254,18 @@ def npz_shape_lies() -> bytes:
     return buffer.getvalue()
 
 
+def npz_truncated() -> bytes:
+    """An npz whose header declares 40 values over 32 stored ones: within the member's
+    stored size (the header counts too), so only reading the values finds it short."""
+    header = {"descr": "<f8", "fortran_order": False, "shape": (40,)}
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(member, header)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("nrmse.npy", member.getvalue() + np.ones(32).tobytes())
+    return buffer.getvalue()
+
+
 def baseline_file(relative: str, text: str) -> Mutation:
     def mutate(ws: Workspace) -> list[str]:
         path = ws.baselines / "burgers1d" / relative
@@ -414,6 +426,8 @@ CASES: list[Case] = [
          (SAMPLES, "refused without inflating it")),
     Case("npz-header-larger-than-stored", samples_bytes(npz_shape_lies()),
          (SAMPLES, "more than the", "bytes stored; refused")),
+    Case("npz-array-shorter-than-its-header", samples_bytes(npz_truncated()),
+         (SAMPLES, "not a readable .npz", "ends after 256 of its 320 bytes")),
     Case("npz-duplicate-sample-ids", samples_npz(nrmse=np.ones(3), sample_id=np.zeros(3)),
          (SAMPLES, "sample_id holds duplicate ids")),
     Case("npz-sample-ids-wrong-length", samples_npz(nrmse=np.ones(3), sample_id=np.arange(4)),

@@ -3,6 +3,7 @@ leaves nothing behind when it is not used or fails."""
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 
@@ -148,7 +149,7 @@ def _child_alive():
     return bool(charts and charts._CHILD and charts._CHILD[0].alive)
 
 def pytest_load_initial_conftests(early_config):  # before any plugin's pytest_configure
-    early_config._probe = {"at_configure": _child_alive()}
+    early_config._probe = {"before_configure": _child_alive()}
 
 def pytest_sessionstart(session):
     session.config._probe["at_sessionstart"] = _child_alive()
@@ -168,12 +169,14 @@ def test_a_gate_session_starts_its_chart_process_before_pytest_configures(
     from tests.conftest import PACKAGE
 
     pytester.makepyfile(probe=PROBE)
-    done = pytester.runpytest_subprocess("-p", "probe", str(PACKAGE), "-p", "no:cacheprovider",
+    # the plugin first (as its entry point would load it), then the probe
+    done = pytester.runpytest_subprocess("-p", "gates.plugin", "-p", "probe", str(PACKAGE),
+                                         "-p", "no:cacheprovider",
                                          "--gates-wandb", "off", "--gates-out",
                                          str(pytester.path / "out"))
     assert done.ret == 0, done.stdout.str()
     assert json.loads((pytester.path / "probe.json").read_text()) == {
-        "at_configure": True, "at_sessionstart": True}
+        "before_configure": True, "at_sessionstart": True}
     assert (pytester.path / "out" / "gates_change.png").exists()
 
 
@@ -186,9 +189,47 @@ def test_a_chart_process_started_for_a_session_that_gates_nothing_is_stopped(
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
 
     pytester.makepyfile(probe=PROBE, test_plain="def test_one():\n    pass\n")
-    done = pytester.runpytest_subprocess("-p", "probe", "--gates-eval=", "test_plain.py",
-                                         "-p", "no:cacheprovider")
+    done = pytester.runpytest_subprocess("-p", "gates.plugin", "-p", "probe", "--gates-eval=",
+                                         "test_plain.py", "-p", "no:cacheprovider")
     assert done.ret == 0, done.stdout.str()
     assert json.loads((pytester.path / "probe.json").read_text()) == {
-        "at_configure": True, "at_sessionstart": False}
+        "before_configure": True, "at_sessionstart": False}
     assert not (pytester.path / "gates-out").exists()
+
+
+def test_a_usage_error_stops_the_chart_process_it_started(pytester: pytest.Pytester,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """pytest stops before configuring (an unknown option): the chart process started as
+    the plugin registered does not outlive the call (an orchestrator would keep it)."""
+    from gates.sinks import charts
+    from tests.conftest import PACKAGE
+
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    charts.stop_child()
+    done = pytester.runpytest_inprocess(str(PACKAGE), "--no-such-option")
+    assert done.ret == pytest.ExitCode.USAGE_ERROR
+    assert not charts._CHILD
+
+
+def test_a_later_session_that_gates_nothing_keeps_the_shared_chart_process(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In one process (an orchestrator), a session that gates nothing leaves the chart
+    process of the earlier sessions running: it did not start it."""
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    shared = ChartProcess().child
+    pytester.makepyfile(test_plain="def test_one():\n    pass\n")
+    done = pytester.runpytest_inprocess("--gates-eval=", "test_plain.py", "-p", "no:cacheprovider")
+    assert done.ret == 0
+    from gates.sinks import charts
+
+    assert charts._CHILD[0] is shared and shared.alive
+
+
+def test_a_path_argument_to_pytest_main_is_still_a_path(pytester: pytest.Pytester) -> None:
+    """pytest.main accepts path objects: the plugin reads them as pytest does."""
+    pytester.makepyfile(test_plain="def test_one():\n    pass\n")
+    done = pytester.run(sys.executable, "-c", "import pathlib, sys, pytest; sys.exit(pytest.main("
+                        "[pathlib.Path('test_plain.py'), '-q', '-p', 'no:cacheprovider']))")
+    assert done.ret == 0, done.stderr.str()
+    done.stdout.fnmatch_lines(["*1 passed*"])

@@ -224,7 +224,8 @@ def test_plain_tables_write_what_wandb_table_writes(tmp_path: Path) -> None:
 
 
 def test_the_childs_json_dump_writes_what_json_dump_writes() -> None:
-    """wandb's artifact module writes table entries through OneShotJson in the child."""
+    """OneShotJson, through which wandb's artifact module writes table entries in the
+    W&B child, writes json.dump's text."""
     import io
 
     from gates.sinks.wandb_child import OneShotJson

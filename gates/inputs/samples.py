@@ -72,7 +72,8 @@ def _member(path: Path, archive: zipfile.ZipFile, member: zipfile.ZipInfo,
         data = stream.read(needed)
     if len(data) < needed:
         raise ValueError(f"array {key!r} ends after {len(data)} of its {needed} bytes")
-    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+    return np.frombuffer(bytearray(data), dtype=dtype).reshape(  # writable, as np.load's
+        shape, order="F" if fortran else "C")
 
 
 def _header(stream: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
@@ -80,24 +81,22 @@ def _header(stream: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
     version = npy_format.read_magic(stream)
     if version not in ((1, 0), (2, 0), (3, 0)):
         raise ValueError(f"unsupported .npy version {version}")
-    width = 2 if version == (1, 0) else 4
-    size = int.from_bytes(stream.read(width), "little")
+    prefix = stream.read(2 if version == (1, 0) else 4)  # the header's length
+    size = int.from_bytes(prefix, "little")
     if size > _MAX_HEADER:
         raise ValueError(f"an array header of {size} bytes, above {_MAX_HEADER}")
-    return _parsed_header(version, stream.read(size))
+    return _parsed_header(version, prefix + stream.read(size))
 
 
 @functools.lru_cache(maxsize=256)
-def _parsed_header(version: tuple[int, int], raw: bytes
+def _parsed_header(version: tuple[int, int], framed: bytes
                    ) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
-    """numpy's own parse of a header, once per distinct header: the vectors of one sidecar
-    share theirs, and numpy parses each with ``ast.literal_eval`` (half of reading a
-    1,000-vector sidecar)."""
-    width = 2 if version == (1, 0) else 4
+    """numpy's own parse of a header (its length, then its text), once per distinct header:
+    the vectors of one sidecar share theirs, and numpy parses each with
+    ``ast.literal_eval`` (half of reading a 1,000-vector sidecar)."""
     read = npy_format.read_array_header_1_0 if version == (1, 0) else \
         npy_format.read_array_header_2_0
-    framed = io.BytesIO(len(raw).to_bytes(width, "little") + raw)
-    shape, fortran, dtype = read(framed, max_header_size=_MAX_HEADER)
+    shape, fortran, dtype = read(io.BytesIO(framed), max_header_size=_MAX_HEADER)
     return tuple(int(n) for n in shape), bool(fortran), np.dtype(dtype)
 
 

@@ -31,8 +31,9 @@ if TYPE_CHECKING:
 
     from gates.result import SessionResult
 
-#: pytest's own marker (``pytest.hookspec`` is this object), taken from pluggy so that the
-#: chart process, which imports this package, does not load pytest (0.2 s of its start)
+#: pytest's hookspec marker (``pytest.hookspec`` is an equal ``HookspecMarker("pytest")``),
+#: made from pluggy so that the chart process, which imports this package, does not load
+#: pytest (0.2 s of its start)
 hookspec = pluggy.HookspecMarker("pytest")
 
 

@@ -78,9 +78,11 @@ def change_chart(outcomes: list[Outcome], path: Path) -> Path | None:
     ys = range(len(gates))
     ax.barh(ys, shown_values, color=[COLOURS.get(str(o.status), "#555") for o in gates])
     limits = [(o.threshold, y) for y, o in zip(ys, gates, strict=True) if o.threshold is not None]
-    if limits:  # one collection of ticks, not a line per bar
-        ax.vlines([t for t, _ in limits], [y - 0.4 for _, y in limits],
-                  [y + 0.4 for _, y in limits], color="black", lw=1.5)
+    if limits:  # one line of ticks split by NaNs, not a line per bar (the legend's "best"
+        # place avoids lines, not line collections)
+        ax.plot([x for t, _ in limits for x in (t, t, math.nan)],
+                [v for _, y in limits for v in (y - 0.4, y + 0.4, math.nan)],
+                color="black", lw=1.5)
     for y, w, v in zip(ys, worse, shown_values, strict=True):
         if w != v:
             ax.text(v * 0.97, y, f"{w:+.0f}%", va="center", ha="right" if v > 0 else "left",
@@ -220,9 +222,7 @@ _CHILD: list[_Child] = []  # this process's drawing process, started on first us
 
 def _child() -> _Child:
     if not _CHILD or not _CHILD[0].alive:
-        if _CHILD:
-            _CHILD[0].stop()
-            _CHILD[0].log.close()
+        stop_child()
         _CHILD[:] = [_Child()]
     return _CHILD[0]
 

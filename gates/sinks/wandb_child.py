@@ -110,9 +110,13 @@ def _prepare() -> None:
 
 
 def _warm_up(wandb: Any) -> None:
-    """Import what logging needs while the gates still run."""
+    """Import what logging needs while the gates still run; wandb's artifact module writes
+    JSON through :class:`OneShotJson` in this process."""
     wandb.Table(columns=["a"], data=[["x"]])
     import wandb.plot  # noqa: F401
+    from wandb.sdk.artifacts import artifact
+
+    artifact.json = OneShotJson()  # type: ignore[assignment]
 
 
 def _wandb_table(wandb: Any, spec: Record) -> Any:
@@ -157,12 +161,9 @@ def _plain_table(wandb: Any) -> type:
     log mode) without array columns, and every row, since no row cap applies.
     """
     from wandb import util
-    from wandb.sdk.artifacts import artifact
     from wandb.sdk.data_types._private import MEDIA_TMP
     from wandb.sdk.data_types.base_types.media import Media
     from wandb.sdk.lib import runid
-
-    artifact.json = OneShotJson()  # type: ignore[assignment]
 
     class PlainTable(wandb.Table):  # type: ignore[misc, name-defined]
         def bind_to_run(self, *args: Any, **kwargs: Any) -> None:
