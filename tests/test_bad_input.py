@@ -243,21 +243,11 @@ def npz_declaring(size: int) -> bytes:
     return bytes(data)
 
 
-def npz_shape_lies() -> bytes:
-    """An npz whose array header declares a billion values over 256 stored bytes."""
-    header = {"descr": "<f8", "fortran_order": False, "shape": (10**9,)}
-    member = io.BytesIO()
-    np.lib.format.write_array_header_1_0(member, header)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("nrmse.npy", member.getvalue() + np.ones(32).tobytes())
-    return buffer.getvalue()
-
-
-def npz_truncated() -> bytes:
-    """An npz whose header declares 40 values over 32 stored ones: within the member's
-    stored size (the header counts too), so only reading the values finds it short."""
-    header = {"descr": "<f8", "fortran_order": False, "shape": (40,)}
+def npz_over_32_values(shape: tuple[int, ...]) -> bytes:
+    """An npz whose array header declares ``shape`` over 32 stored float64 values: a
+    billion values is more than the member stores; 40 values is within the member's stored
+    size (the header counts too), so only reading the values finds them short."""
+    header = {"descr": "<f8", "fortran_order": False, "shape": shape}
     member = io.BytesIO()
     np.lib.format.write_array_header_1_0(member, header)
     buffer = io.BytesIO()
@@ -424,9 +414,9 @@ CASES: list[Case] = [
          (SAMPLES, "array 'nrmse' must be a 1-D numeric vector")),
     Case("npz-zip-bomb-declared-size", samples_bytes(npz_declaring(0xFFFF0000)),
          (SAMPLES, "refused without inflating it")),
-    Case("npz-header-larger-than-stored", samples_bytes(npz_shape_lies()),
+    Case("npz-header-larger-than-stored", samples_bytes(npz_over_32_values((10**9,))),
          (SAMPLES, "more than the", "bytes stored; refused")),
-    Case("npz-array-shorter-than-its-header", samples_bytes(npz_truncated()),
+    Case("npz-array-shorter-than-its-header", samples_bytes(npz_over_32_values((40,))),
          (SAMPLES, "not a readable .npz", "ends after 256 of its 320 bytes")),
     Case("npz-duplicate-sample-ids", samples_npz(nrmse=np.ones(3), sample_id=np.zeros(3)),
          (SAMPLES, "sample_id holds duplicate ids")),
