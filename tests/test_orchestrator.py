@@ -118,11 +118,13 @@ def test_promotion_appends_the_champion_row_the_orchestrator_reads(
     board.parent.mkdir()
     lines = (UPS / "reports" / "leaderboard.csv").read_text().splitlines(keepends=True)
     board.write_text("".join(line for line in lines if ",champion," not in line))
+    board.chmod(0o640)  # a user's file keeps its permissions when it is rewritten
     before = board.read_text()
     report = runs / FIRST / "full_eval" / "results.json"
     code, out = session(pytester, report, store, "--gates-promote", "--gates-leaderboard",
                         str(board))
     assert code == 0 and out["promoted"]
+    assert board.stat().st_mode & 0o777 == 0o640
     text = board.read_text()
     assert text.startswith(before.rstrip("\n").split("\n")[0])  # the same header first
     rows = list(csv.DictReader(text.splitlines()))

@@ -569,3 +569,23 @@ def test_collect_only_and_teardown_errors(pytester: pytest.Pytester,
     assert report["verdict"] == "fail" and report["promotable"] is False
     assert any(g["id"].endswith("@teardown") and g["status"] == "fail"
                for g in report["gates"])
+
+
+def test_outputs_get_the_permissions_a_plain_write_gives(pytester: pytest.Pytester) -> None:
+    """gates.json and gates.md are written atomically, yet readable as any file the user
+    writes (not the temporary file's 0600); one that exists keeps its permissions."""
+    import os
+
+    out = pytester.path / "out"
+    out.mkdir()
+    (out / "gates.md").write_text("old\n")
+    (out / "gates.md").chmod(0o604)
+    umask = os.umask(0o027)
+    try:
+        done = pytester.runpytest_subprocess(str(PACKAGE), "--gates-wandb", "off",
+                                             "--gates-out", str(out), "-p", "no:cacheprovider")
+    finally:
+        os.umask(umask)
+    assert done.ret == 0
+    assert (out / "gates.json").stat().st_mode & 0o777 == 0o640  # 0o666 under umask 027
+    assert (out / "gates.md").stat().st_mode & 0o777 == 0o604

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -188,15 +189,33 @@ def _json_default(value: Any) -> Any:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """A reader never sees half a file: write a temporary file beside it, then rename."""
+    """A reader never sees half a file: write a temporary file beside it, then rename. The
+    file keeps the permissions it had (new: those ``open`` gives), not mkstemp's 0600."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, _mode_of(path))
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _mode_of(path: Path) -> int:
+    """The permission bits ``path`` has, or those a new file gets under this umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        pass
+    try:  # Linux says the umask without changing it (no window for other threads)
+        with open("/proc/self/status", encoding="ascii") as status:
+            umask = next(int(line.split()[1], 8) for line in status
+                         if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
 
 
 def md_table(header: Sequence[str], body: Sequence[Sequence[Any]]) -> str:
