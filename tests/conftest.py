@@ -29,7 +29,9 @@ BASELINES = ROOT / "baselines"
 #: every pytest started in a test compiled, and assertion-rewrote, each plugin's
 #: distribution again (about 2 s a start on this machine)
 _RUN_FOLDERS: dict[str, str] = {}
-_BYTECODE_SETTING = os.environ.get("PYTHONDONTWRITEBYTECODE")  # given back at the end
+#: the bytecode settings this run changes, given back at its end
+_BYTECODE_SETTINGS = {name: os.environ.get(name)
+                      for name in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
 
 #: W&B switches for tests: offline, silent, nothing collected about the machine or the code
 HERMETIC_WANDB_FLAGS = {
@@ -81,9 +83,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     for folder in _RUN_FOLDERS.values():
         shutil.rmtree(folder, ignore_errors=True)
     _RUN_FOLDERS.clear()
-    os.environ.pop("PYTHONPYCACHEPREFIX", None)
-    if _BYTECODE_SETTING is not None:
-        os.environ["PYTHONDONTWRITEBYTECODE"] = _BYTECODE_SETTING
+    for name, value in _BYTECODE_SETTINGS.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def gates_wandb_env(home: Path) -> dict[str, str]:

@@ -4,6 +4,7 @@ custom gates, the verdict contract v2, promotion, ini options, good citizenship.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -574,8 +575,6 @@ def test_collect_only_and_teardown_errors(pytester: pytest.Pytester,
 def test_outputs_get_the_permissions_a_plain_write_gives(pytester: pytest.Pytester) -> None:
     """gates.json and gates.md are written atomically, yet readable as any file the user
     writes (not the temporary file's 0600); one that exists keeps its permissions."""
-    import os
-
     out = pytester.path / "out"
     out.mkdir()
     (out / "gates.md").write_text("old\n")
