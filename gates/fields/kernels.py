@@ -38,7 +38,7 @@ BAND_EDGES = (4, 12)
 iHigh; The Well's bins at the same wavenumbers)."""
 
 _LEAF = 256  # longest run of values summed in the input precision before float64
-_BLOCK_BYTES = 512 << 10  # per-array working block: ~L2, amortises per-call overhead
+_BLOCK_BYTES = 1 << 20  # per-array working block: near the cache, amortises per-call overhead
 _GROUP_BYTES = 4 << 20  # per-array FFT/boundary group: stays in L3
 
 
@@ -101,6 +101,9 @@ class Kernel:
         self.R = self.L // self.W
         self.R2 = _largest_divisor(self.R, _LEAF)  # rows added in the input precision
         self.ones = np.ones(self.W, self.wd)
+        # a row, not a scalar: NumPy's minimum has no vector loop for a broadcast
+        # scalar (4x slower), but has one when both inner strides are contiguous
+        self.zero_row = np.zeros((1, self.L), self.wd)
         self._local = threading.local()  # work buffers are per thread
         self.threads = kernel_threads() if threads is None else max(1, int(threads))
         if spectral:
@@ -238,8 +241,9 @@ class Kernel:
         for r0 in range(0, k, bk):
             r1 = min(r0 + bk, k)
             e = e2[r0:r1] if e2 is not None else None
-            self._pointwise(p2[r0:r1], t2[r0:r1], e, leaf[:, r0:r1], maxe[r0:r1], t0[r0:r1])
-            self._faces(p2[r0:r1], t2[r0:r1], st, j0 + r0)
+            e = self._pointwise(p2[r0:r1], t2[r0:r1], e, leaf[:, r0:r1], maxe[r0:r1],
+                                t0[r0:r1])
+            self._faces(e, st, j0 + r0)
         sl = slice(j0, j0 + k)
         if self.C == 1:
             sums = leaf.sum(axis=2, dtype=np.float64)[:, :, None]  # (n_q, k, 1)
@@ -258,30 +262,33 @@ class Kernel:
         self._ends(p2, t2, st, j0)
 
     def _pointwise(self, p: np.ndarray, t: np.ndarray, e_out: np.ndarray | None,
-                   leaf: np.ndarray, maxe: np.ndarray, t0: np.ndarray) -> None:
+                   leaf: np.ndarray, maxe: np.ndarray, t0: np.ndarray) -> np.ndarray:
         """Leaf sums over one cache-sized block of kb whole slabs, max |e| and t0 per
-        slab and channel; ``e_out`` (for the FFT) receives e = p - t. np.vecdot does one
-        dot per row, so a slab's sums never depend on how many slabs share the call."""
+        slab and channel; returns e = p - t (in ``e_out`` when given, for the FFT).
+        np.vecdot does one dot per row, so a slab's sums never depend on how many slabs
+        share the call."""
         kb = p.shape[0]
         n_q = leaf.shape[0]
         np.copyto(t0, t[:, : self.C])
         if self.C == 1:
             e = e_out if e_out is not None else self._buf("eb", (kb, self.L))
             np.subtract(p, t, out=e)
-            pl = self._buf("planes1", (n_q - 3, self.block_slabs, self.L))[:, :kb]
-            u, a = pl[0], pl[1]  # planes in _Q_SU, _Q_SAE, _Q_NEG order
-            np.subtract(t, t[:, :1], out=u)
-            np.abs(e, out=a)
-            np.minimum(p, 0, out=pl[2])
+            # one scratch plane, each use consumed at once: the block's working set is
+            # p, t, e and the plane, so it stays near the core's cache
+            x = self._buf("scratch1", (self.block_slabs, self.L))[:kb]
             shp = (kb, self.R, self.W)
-            er = e.reshape(shp)
-            ur = u.reshape(shp)
+            er, xr = e.reshape(shp), x.reshape(shp)
             np.vecdot(er, self.ones, out=leaf[self._Q_SE])
             np.vecdot(er, er, out=leaf[self._Q_SE2])
-            np.vecdot(ur, ur, out=leaf[self._Q_SU2])
-            np.vecdot(pl.reshape((n_q - 3,) + shp), self.ones, out=leaf[self._Q_SU :])
-            np.max(a, axis=1, out=maxe[:, 0])
-            return
+            np.abs(e, out=x)
+            np.vecdot(xr, self.ones, out=leaf[self._Q_SAE])
+            np.max(x, axis=1, out=maxe[:, 0])
+            np.subtract(t, t[:, :1], out=x)
+            np.vecdot(xr, xr, out=leaf[self._Q_SU2])
+            np.vecdot(xr, self.ones, out=leaf[self._Q_SU])
+            np.minimum(p, self.zero_row, out=x)
+            np.vecdot(xr, self.ones, out=leaf[self._Q_NEG])
+            return e
         pl = self._buf("planesC", (n_q, self.block_slabs, self.L))[:, :kb]
         e, e_sq, u_sq, u, a = pl[0], pl[1], pl[2], pl[3], pl[4]
         np.subtract(p, t, out=e)
@@ -292,11 +299,12 @@ class Kernel:
         np.subtract(t.reshape(kb, self.R, self.W), t0w, out=u.reshape(kb, self.R, self.W))
         np.multiply(u, u, out=u_sq)
         np.abs(e, out=a)
-        np.minimum(p, 0, out=pl[5])
+        np.minimum(p, self.zero_row, out=pl[5])
         r1 = self.R // self.R2
         np.sum(pl.reshape(n_q, kb, r1, self.R2, self.W), axis=3, out=leaf)
         wide = np.max(a.reshape(kb, self.R, self.W), axis=1)
         np.max(wide.reshape(kb, self.W // self.C, self.C), axis=1, out=maxe)
+        return e
 
     def _selector(self, width: int) -> np.ndarray:
         """(width, C) 0/1 matrix picking channel c from every C-th column."""
@@ -307,19 +315,22 @@ class Kernel:
         return sel
 
     # faces and end points -----------------------------------------------------------
-    def _faces(self, p2: np.ndarray, t2: np.ndarray, st: SlabStats, j: int) -> None:
-        """PDEBench's face sums: e^2 over index 0 and n-1 of every spatial axis, per
-        channel; a point on several faces counts once per face (a size-1 axis: twice)."""
-        k = p2.shape[0]
-        shape = (k,) + self.plan.space + (self.C,)
-        p, t = p2.reshape(shape), t2.reshape(shape)
-        acc = st.bse2[j : j + k]
-        for d, n in enumerate(self.plan.space):
-            ix: list[slice] = [slice(None)] * p.ndim
-            ix[1 + d] = slice(0, 1) if n == 1 else slice(0, n, n - 1)
-            ef = np.subtract(p[tuple(ix)], t[tuple(ix)], dtype=np.float64).reshape(k, -1,
-                                                                                    self.C)
-            acc += np.einsum("kpc,kpc->kc", ef, ef) * (2.0 if n == 1 else 1.0)
+    @functools.cached_property
+    def _face_index(self) -> np.ndarray:
+        """(F, C) positions in a slab row of PDEBench's face points: index 0 and n-1 of
+        every spatial axis, a point listed once per face it lies on (twice for a size-1
+        axis, whose one index is both faces)."""
+        grid = np.arange(self.P).reshape(self.plan.space)
+        faces = [np.take(grid, [0, n - 1], axis=d).ravel()
+                 for d, n in enumerate(self.plan.space)]
+        points = np.concatenate(faces)
+        return points[:, None] * self.C + np.arange(self.C)[None, :]
+
+    def _faces(self, e2: np.ndarray, st: SlabStats, j: int) -> None:
+        """PDEBench's face sums: e^2 over the face points, per channel, in float64, from
+        the block's e (k, L)."""
+        ef = e2[:, self._face_index].astype(np.float64)  # (k, F, C)
+        st.bse2[j : j + e2.shape[0]] += np.einsum("kfc,kfc->kc", ef, ef)
 
     def _ends(self, p2: np.ndarray, t2: np.ndarray, st: SlabStats, j: int) -> None:
         """|e| at the first and the last flattened grid point (universal-simulator's bc)."""
