@@ -540,6 +540,8 @@ def evidence_line(evidence: Evidence | Mapping[str, Any]) -> str:
     What the terminal summary, ``gates.md`` and W&B print for every outcome that carries
     evidence (an :class:`Evidence` or its ``to_json()``/``asdict`` form); "" for none.
     """
+    if not isinstance(evidence, Evidence) and not evidence.get("method"):
+        return ""  # before the copy: most outcomes of a large session carry none
     ev = evidence.to_json() if isinstance(evidence, Evidence) else dict(evidence)
     method = ev.get("method")
     if not method:

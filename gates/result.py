@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,14 @@ class SessionResult:
     files: list[Path] = field(default_factory=list)
     dashboards: Any = None
     wandb_run_dir: Path | None = None
+
+    @functools.cached_property
+    def evidence_lines(self) -> list[str]:
+        """Each outcome's evidence line, in order: written once for the sinks that print
+        every gate's (gates.md, W&B's results table)."""
+        from gates.sinks.local import evidence_text
+
+        return [evidence_text(o) for o in self.outcomes]
 
     @property
     def passed(self) -> list[Outcome]:

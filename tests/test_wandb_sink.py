@@ -21,7 +21,6 @@ from gates.sinks.wandb import (
     init_options,
     physics_alert,
     regression_alert,
-    results_rows,
 )
 from tests.conftest import Workspace, hermetic_wandb_env
 from tests.test_dashboards import (
@@ -74,11 +73,11 @@ def test_alert_lines() -> None:
                        "physics/bc_violation/spike: bc_violation jumped 315x"]
 
 
-def test_the_evidence_line_follows_the_message() -> None:
+def test_the_evidence_line_follows_the_message(tmp_path: Path) -> None:
     """The terminal's evidence line (change, interval, p-value, n, detectable, seed)."""
     from gates.sinks.local import evidence_text
 
-    row = results_rows(OUTCOMES[:1])[0]
+    row = build_record(session_result(tmp_path, OUTCOMES))["tables"]["gates/results"]["rows"][0]
     assert row[-1] == f"nrmse is 23.1 % worse [{evidence_text(OUTCOMES[0])}]"
     assert "p=0.001" in row[-1] and "n=32" in row[-1] and "seed 7" in row[-1]
 

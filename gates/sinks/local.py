@@ -120,7 +120,7 @@ def evidence_text(o: Outcome) -> str:
     """change, interval, p-value, n, detectable change and seed (``gates.evidence``)."""
     from gates.evidence import evidence_line
 
-    return evidence_line(o.evidence) if o.evidence.get("method") else ""
+    return evidence_line(o.evidence)
 
 
 def text_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
@@ -239,9 +239,9 @@ def markdown(result: SessionResult, charts: Sequence[Path] = ()) -> str:
     if result.input_error is not None:
         parts.append(f"- bad input: {result.input_error}")
     parts += [f"- note: {n}" for n in result.notes]
-    body = [(STATUS_ICON.get(o.status, "") + " " + str(o.status), *r[:-1], o.message,
-             evidence_text(o)) for o, r in zip(result.outcomes, rows(result.outcomes),
-                                                strict=True)]
+    body = [(STATUS_ICON.get(o.status, "") + " " + str(o.status), *r[:-1], o.message, ev)
+            for o, r, ev in zip(result.outcomes, rows(result.outcomes), result.evidence_lines,
+                                strict=True)]
     if result.input_error is None:
         parts += ["", md_table(("status", *COLUMNS[:-1], "message", "evidence"), body)]
     for chart in charts:

@@ -46,7 +46,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,25 +79,12 @@ def _num(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def _evidence_writer() -> Callable[[Outcome], str]:
-    """The evidence line of the terminal and gates.md (one writer of it: the local sink)."""
-    import importlib
-
-    try:
-        local = importlib.import_module("gates.sinks.local")
-    except ImportError:  # until the local sink moves into gates.sinks
-        local = importlib.import_module("gates.outputs")
-    writer: Callable[[Outcome], str] = local.evidence_text
-    return writer
-
-
-def results_rows(outcomes: list[Outcome]) -> list[list[Any]]:
-    """One row per gate; the evidence line follows the message, as in the terminal."""
+def results_rows(outcomes: list[Outcome], evidence: list[str]) -> list[list[Any]]:
+    """One row per gate; the evidence line (``SessionResult.evidence_lines``) follows the
+    message, as in the terminal."""
     rows = []
-    evidence_text = _evidence_writer()
-    for o in outcomes:
-        evidence = evidence_text(o)
-        message = f"{o.message} [{evidence}]" if evidence else o.message
+    for o, line in zip(outcomes, evidence, strict=True):
+        message = f"{o.message} [{line}]" if line else o.message
         rows.append([o.id, str(o.kind), o.metric, _num(o.baseline), _num(o.current),
                      _num(o.change_pct), _num(o.threshold), str(o.status), message])
     return rows
@@ -218,7 +204,8 @@ def build_record(result: SessionResult) -> Record:
     """Everything the session logs, as plain data (pickled to the child)."""
     outcomes = result.outcomes
     tables: dict[str, Record] = {
-        "gates/results": _table(RESULT_COLUMNS, RESULT_TYPES, results_rows(outcomes)),
+        "gates/results": _table(RESULT_COLUMNS, RESULT_TYPES,
+                                results_rows(outcomes, result.evidence_lines)),
         "regression/comparison": _table(COMPARISON_COLUMNS, COMPARISON_TYPES,
                                         comparison_rows(outcomes)),
     }
