@@ -124,6 +124,23 @@ def test_online_resumes_the_evaluation_run(monkeypatch: pytest.MonkeyPatch,
     assert options["config"]["gates"]["eval_run_id"] == "ev123"
 
 
+def test_the_child_runs_in_its_runs_mode_without_the_evaluations_id(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """wandb's process-wide mode is the run's (offline: no telemetry exporters trying to
+    reach the server), and nothing from the environment decides the run's id."""
+    from gates.sinks.wandb import child_env
+
+    for name in ("WANDB_RUN_ID", "WANDB_RESUME", "WANDB_RESUME_FROM", "WANDB_FORK_FROM"):
+        monkeypatch.setenv(name, "x")
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_PROJECT", "kept")
+    for mode in ("offline", "online"):
+        env = child_env(mode)
+        assert env["WANDB_MODE"] == mode and env["WANDB_PROJECT"] == "kept"
+        assert not {"WANDB_RUN_ID", "WANDB_RESUME", "WANDB_RESUME_FROM",
+                    "WANDB_FORK_FROM"} & set(env)
+
+
 def test_offline_never_takes_the_evaluation_id(monkeypatch: pytest.MonkeyPatch,
                                                tmp_path: Path) -> None:
     monkeypatch.setenv("WANDB_RUN_ID", "fromenv1")
@@ -220,6 +237,61 @@ def test_plain_tables_write_what_wandb_table_writes(tmp_path: Path) -> None:
         (a,) = media.glob(f"stock/{key}_0_*.table.json")
         (b,) = media.glob(f"plain/{key}_0_*.table.json")
         assert b.read_bytes() == a.read_bytes(), key
+
+
+SAME_SUMMARY = """
+import json, pickle, sys
+import wandb
+from wandb.sdk.interface import summary_record as sr
+from wandb.sdk.interface.interface import InterfaceBase
+from gates.sinks.wandb_child import _plain_summaries
+
+run = wandb.init(mode="offline", project="p", dir=sys.argv[1])
+_plain_summaries()
+plain = InterfaceBase._make_summary
+out = []
+for summary in pickle.loads(sys.stdin.buffer.read()):
+    record = sr.SummaryRecord()  # as wandb_summary.Summary.update builds it
+    for key, value in summary.items():
+        item = sr.SummaryItem()
+        item.key, item.value = (key,), value
+        record.update.append(item)
+    iface = run._interface
+    stock = plain.general(iface, record, run).SerializeToString()
+    ours = plain(iface, record, run).SerializeToString()
+    out.append([stock == ours, len(stock)])
+run.finish()
+print(json.dumps(out))
+"""
+
+
+def test_plain_summaries_encode_what_wandb_encodes(tmp_path: Path) -> None:
+    """The child's short way for a summary update of plain values
+    (gates.sinks.wandb_child._plain_summaries) gives wandb's own record byte for byte, for
+    everything a session puts in the summary; a value that is not plain goes wandb's way."""
+    from gates.sinks.wandb_child import _is_plain
+
+    boards = tmp_path / "boards"
+    boards.mkdir()
+    (boards / "eval.json").write_text(json.dumps({"metrics": METRICS, "extra": EXTRA}))
+    write_realistic(boards)
+    result = session_result(tmp_path, OUTCOMES, promotable=False,
+                            promotion_reasons=["nrmse improves by 0.0 % < required 1 %"])
+    summary = {**build_record(result)["summary"],
+               **dashboard_items(build_realistic(boards))["summary"]}
+    assert any(k.startswith("leaderboard_") for k in summary)
+    assert all(_is_plain(v) for v in summary.values())
+    edge = {"text": "é ✅ \"quoted\"\n", "tiny": 1e-300, "big": -2.5e17, "int": 2**70,
+            "yes": True, "none": None}
+    odd = {"gates/verdict": "pass", "nan": float("nan")}  # not plain: wandb's own way
+    assert not all(_is_plain(v) for v in odd.values())
+    done = subprocess.run([sys.executable, "-c", SAME_SUMMARY, str(tmp_path / "run")],
+                          input=pickle.dumps([summary, edge, odd]), capture_output=True,
+                          env=hermetic_wandb_env(tmp_path / "home"), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:].decode(errors="replace")
+    same = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert [s for s, _ in same] == [True, True, True]
+    assert all(size > 0 for _, size in same)
 
 
 def test_the_childs_json_dump_writes_what_json_dump_writes() -> None:

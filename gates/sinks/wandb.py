@@ -446,14 +446,25 @@ def _out_dir_of(plan: Any) -> Path:
 _RELEASED: list[subprocess.Popen[bytes]] = []
 
 
+def child_env(mode: str) -> dict[str, str]:
+    """The W&B child's environment: ours, without what would decide the run's id, and with
+    ``WANDB_MODE`` the run's own mode, so that wandb's process-wide settings agree with the
+    run. (Offline, wandb then builds no telemetry exporters: with only the run offline it
+    imports OpenTelemetry at the first ``run.log``, 0.12 s, and starts two export threads
+    that would try to reach the server.)"""
+    env = {k: v for k, v in os.environ.items() if k not in _CHILD_ENV_DROP}
+    env["WANDB_MODE"] = mode
+    return env
+
+
 class _Child:
     """A fresh interpreter in its own process group running :func:`serve`."""
 
     def __init__(self, job: Record) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in _CHILD_ENV_DROP}
         self.proc = subprocess.Popen(
             [sys.executable, "-P", wandb_child.__file__],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(job["init"]["mode"]),
+            start_new_session=True)
         self._feed(job)
         self._feeder: threading.Thread | None = None
 
