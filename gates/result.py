@@ -42,9 +42,9 @@ class SessionResult:
     def evidence_lines(self) -> list[str]:
         """Each outcome's evidence line, in order: written once for the sinks that print
         every gate's (gates.md, W&B's results table)."""
-        from gates.sinks.local import evidence_text
+        from gates.evidence import evidence_line
 
-        return [evidence_text(o) for o in self.outcomes]
+        return [evidence_line(o.evidence) for o in self.outcomes]
 
     @property
     def passed(self) -> list[Outcome]:

@@ -40,7 +40,7 @@ for _module in ("concurrent.futures.process", "gates.plan", "gates.session", "ga
 #: would import (and rewrite) afresh in every session. That keeps a case near 0.1 s.
 FAST = ("--assert=plain", "-p", "no:unraisableexception", "-p", "no:hypothesispytest",
         "-p", "no:benchmark", "-p", "no:zarr", "-p", "no:anyio", "-p", "no:pytest-datadir")
-MARKER = Path("/tmp") / "gates-test-pickle-was-loaded"
+MARKER = "pickle-was-loaded"  # in each case's own workspace: parallel cases never share it
 REPORT = "burgers1d_eval.json"
 SAMPLES = "burgers1d_eval_samples.npz"
 
@@ -64,10 +64,13 @@ class Case:
 
 
 class Exploit:
-    """Unpickling this would create MARKER: the sidecar must never be unpickled."""
+    """Unpickling this would create ``path``: the sidecar must never be unpickled."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
 
     def __reduce__(self) -> tuple:
-        return (Path.touch, (MARKER,))
+        return (Path.touch, (self.path,))
 
 
 def tree_digest(root: Path) -> str:
@@ -224,7 +227,7 @@ def samples_path(make: Callable[[Path], None]) -> Mutation:
 def pickled_npz(ws: Workspace) -> list[str]:
     path = ws.eval.with_name(SAMPLES)
     evil = np.empty(1, dtype=object)
-    evil[0] = Exploit()
+    evil[0] = Exploit(ws.root / MARKER)
     np.savez(path, nrmse=evil, allow_pickle=True)
     assert b"pathlib" in path.read_bytes() and b"touch" in path.read_bytes()  # a real pickle
     return []
@@ -481,11 +484,6 @@ def test_the_table_is_large_and_its_ids_distinct() -> None:
     assert len(ids) == len(set(ids)) and len(ids) >= 60
 
 
-@pytest.fixture(autouse=True)
-def no_marker() -> None:
-    MARKER.unlink(missing_ok=True)
-
-
 @pytest.mark.parametrize("case", [c.param() for c in CASES])
 def test_bad_input_ends_with_one_clear_message(
         pytester: pytest.Pytester, workspace: Workspace, monkeypatch: pytest.MonkeyPatch,
@@ -509,7 +507,7 @@ def test_bad_input_ends_with_one_clear_message(
     assert "Traceback" not in output
     assert " passed" not in output.splitlines()[-1]
     assert (tree_digest(store) if store.exists() else None) == before
-    assert not MARKER.exists()
+    assert not (workspace.root / MARKER).exists()
     gates = json.loads((out / "gates.json").read_text())
     assert gates["verdict"] == "error" and gates["promoted"] is False
     assert gates["gates"][0]["status"] == "error"

@@ -320,9 +320,13 @@ class Kernel:
         """(F, C) positions in a slab row of PDEBench's face points: index 0 and n-1 of
         every spatial axis, a point listed once per face it lies on (twice for a size-1
         axis, whose one index is both faces)."""
-        grid = np.arange(self.P).reshape(self.plan.space)
-        faces = [np.take(grid, [0, n - 1], axis=d).ravel()
-                 for d, n in enumerate(self.plan.space)]
+        space = self.plan.space
+        faces = []
+        for d, n in enumerate(space):  # only the face points, never the whole grid
+            axes = [np.array([0, n - 1]) if j == d else np.arange(m)
+                    for j, m in enumerate(space)]
+            coords = np.meshgrid(*axes, indexing="ij")
+            faces.append(np.ravel_multi_index(tuple(c.ravel() for c in coords), space))
         points = np.concatenate(faces)
         return points[:, None] * self.C + np.arange(self.C)[None, :]
 

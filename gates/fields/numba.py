@@ -235,9 +235,11 @@ def _helpers() -> dict[str, Any]:
 def _faces_py(pr: Any, tr: Any, space: Any, channels: int, out: Any) -> None:
     """PDEBench's face sums of one slab row into ``out[c]`` (compiled by _helpers).
 
-    As gates.fields.kernels.Kernel._faces: e^2 over index 0 and n-1 of every axis, a
-    point counted once per face it lies on (twice for a size-1 axis). The row is seen as
-    (outer, n, inner) around each axis in turn; both faces are inner-long runs.
+    The definition of gates.fields.kernels.Kernel._faces: e^2 over index 0 and n-1 of
+    every axis, a point counted once per face it lies on (twice for a size-1 axis); here
+    e is taken in float64, where the NumPy kernel squares its float32 error (about 1e-7
+    apart). The row is seen as (outer, n, inner) around each axis in turn; both faces
+    are inner-long runs.
     """
     nd = space.size
     inner = channels
